@@ -1,0 +1,68 @@
+"""The columnar batch every wire format is parsed into.
+
+Parsers validate structure only; they keep raw feature values as they came so that the
+monitor can count data-quality problems (a string in a numeric feature, a NaN) instead of
+the parser dropping them silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class PayloadError(ValueError):
+    """The request as a whole cannot be used (malformed JSON, wrong top-level shape).
+
+    Answered with HTTP 400; ``field`` is a JSON path such as ``features.age``.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One record refused by a parser or the monitor; the rest of its batch is kept."""
+
+    index: int
+    field: str
+    reason: str
+    code: str = "invalid_record"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "field": self.field, "reason": self.reason}
+
+
+@dataclass
+class Batch:
+    """Records of one model and version, column by column.
+
+    Every column has ``size`` entries and holds only the records that were kept;
+    ``rejected`` names the refused ones by their index in the original request.
+
+    ``predictions`` entries are a class label (str/int/bool), a number (score or
+    regression output), or a mapping ``{class: probability}`` for classifiers that
+    send probabilities; ``None`` where the record carried no prediction.
+    """
+
+    model: str
+    version: str
+    size: int
+    features: dict[str, list[Any] | np.ndarray] = field(default_factory=dict)
+    predictions: list[Any] | None = None
+    ids: list[str | None] | None = None
+    latency_seconds: np.ndarray | None = None
+    error: np.ndarray | None = None
+    groups: dict[str, list[Any]] = field(default_factory=dict)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.latency_seconds is None:
+            self.latency_seconds = np.full(self.size, np.nan)
+        if self.error is None:
+            self.error = np.zeros(self.size, dtype=bool)

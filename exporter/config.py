@@ -1,0 +1,485 @@
+"""YAML configuration → typed, validated config.
+
+Every problem is reported with the key path that holds it (``models[1].drift.thresholds.psi:
+must be a positive number``) and all problems are reported at once, so a user fixes a file in
+one pass instead of one error per restart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DRIFT_METHODS = ("psi", "js", "kl", "ks", "wasserstein", "chi2")
+PVALUE_METHODS = frozenset({"chi2"})
+"""Methods whose threshold applies to the p-value (drift when p < threshold), not the score."""
+
+DEFAULT_THRESHOLDS = {"psi": 0.2, "js": 0.1, "kl": 0.1, "ks": 0.1, "wasserstein": 0.1, "chi2": 0.01}
+DEFAULT_DETECTION = {"numeric": "wasserstein", "categorical": "psi"}
+DEFAULT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1"})
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape"})
+QUALITY_METRICS = HIGHER_IS_BETTER | LOWER_IS_BETTER
+SLO_TYPES = ("latency", "availability", "correctness")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_RELATIVE = re.compile(r"^\s*baseline\s*([+-])\s*(\d+(?:\.\d+)?)\s*$")
+_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+class ConfigError(ValueError):
+    """Raised with every problem found, one ``path: reason`` per line."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: str = "127.0.0.1:8000"
+    max_body_bytes: int = 10 * 1024 * 1024
+    auth_token_env: str | None = None
+    threads: int = 8
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    window_seconds: float = 3600.0
+    bucket_seconds: float = 60.0
+    evaluation_interval_seconds: float = 15.0
+    min_samples: int = 200
+
+    @property
+    def n_buckets(self) -> int:
+        return max(1, round(self.window_seconds / self.bucket_seconds))
+
+
+@dataclass(frozen=True)
+class FeatureDriftConfig:
+    detection: str | None = None
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    methods: tuple[str, ...] = DRIFT_METHODS
+    detection: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DETECTION))
+    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    features: dict[str, FeatureDriftConfig] = field(default_factory=dict)
+
+    def detection_for(self, feature: str, kind: str) -> str:
+        own = self.features.get(feature)
+        return (own.detection if own and own.detection else None) or self.detection[kind]
+
+    def threshold_for(self, feature: str, method: str) -> float:
+        own = self.features.get(feature)
+        if own and method in own.thresholds:
+            return own.thresholds[method]
+        return self.thresholds[method]
+
+
+@dataclass(frozen=True)
+class SLOConfig:
+    name: str
+    type: str
+    objective: float
+    threshold_seconds: float | None = None
+    tolerance: float | None = None
+
+
+@dataclass(frozen=True)
+class QualityThreshold:
+    """An absolute value, or an offset from the baseline's reference value."""
+
+    absolute: float | None = None
+    baseline_offset: float | None = None
+
+    def resolve(self, baseline_value: float | None) -> float | None:
+        if self.absolute is not None:
+            return self.absolute
+        if baseline_value is None or not math.isfinite(baseline_value):
+            return None
+        return baseline_value + (self.baseline_offset or 0.0)
+
+
+@dataclass(frozen=True)
+class LabelsConfig:
+    ttl_seconds: float = 7 * 86400.0
+    max_pending: int = 1_000_000
+    stale_after_seconds: float = 86400.0
+
+
+@dataclass(frozen=True)
+class FairnessConfig:
+    attributes: tuple[str, ...] = ()
+    max_groups: int = 20
+    min_samples: int = 100
+    threshold: float = 0.1
+
+
+@dataclass(frozen=True)
+class DataQualityConfig:
+    max_missing_ratio: float = 0.05
+    max_unexpected_category_ratio: float = 0.05
+    max_out_of_range_ratio: float = 0.05
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    baseline: str | None = None
+    task: str = "classification"
+    positive_class: str | None = None
+    feature_names: tuple[str, ...] = ()
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    latency_buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS
+    slos: tuple[SLOConfig, ...] = ()
+    quality_thresholds: dict[str, QualityThreshold] = field(default_factory=dict)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    fairness: FairnessConfig = field(default_factory=FairnessConfig)
+    data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    defaults: WindowConfig = field(default_factory=WindowConfig)
+    models: tuple[ModelConfig, ...] = ()
+    source: Path | None = None
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+def parse_duration(value: Any) -> float:
+    """``"200ms"``, ``"15s"``, ``"1h"``, ``"7d"`` or a bare number of seconds → seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration such as 15s, 1m, 1h or 7d")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"must be a duration such as 15s, 1m, 1h or 7d, not {value!r}")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("must be a positive duration")
+    return seconds
+
+
+class _Reader:
+    """Walks the YAML tree, collecting problems with their key paths instead of raising."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def fail(self, path: str, reason: str) -> None:
+        self.problems.append(f"{path}: {reason}")
+
+    def mapping(self, node: Any, path: str, allowed: set[str]) -> dict[str, Any]:
+        if node is None:
+            return {}
+        if not isinstance(node, dict):
+            self.fail(path, "must be a mapping")
+            return {}
+        for key in node:
+            if key not in allowed:
+                self.fail(f"{path}.{key}" if path else str(key),
+                          f"unknown key (expected one of: {', '.join(sorted(allowed))})")
+        return node
+
+    def number(self, node: dict[str, Any], key: str, path: str, default: float, *,
+               positive: bool = True, at_most: float | None = None, integer: bool = False) -> Any:
+        if key not in node:
+            return default
+        value, where = node[key], f"{path}.{key}"
+        kind = "a positive whole number" if integer else "a positive number"
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+                integer and not float(value).is_integer()):
+            self.fail(where, f"must be {kind}")
+            return default
+        if not math.isfinite(value) or (positive and value <= 0) or value < 0:
+            self.fail(where, f"must be {kind}")
+            return default
+        if at_most is not None and value > at_most:
+            self.fail(where, f"must be at most {at_most:g}")
+            return default
+        return int(value) if integer else float(value)
+
+    def duration(self, node: dict[str, Any], key: str, path: str, default: float) -> float:
+        if key not in node:
+            return default
+        try:
+            return parse_duration(node[key])
+        except ValueError as exc:
+            self.fail(f"{path}.{key}", str(exc))
+            return default
+
+    def ratio(self, node: dict[str, Any], key: str, path: str, default: float) -> float:
+        value = self.number(node, key, path, default, at_most=1.0)
+        if key in node and value == 1.0 and key == "objective":
+            self.fail(f"{path}.{key}", "must be below 1 (an objective of 100% leaves no error budget)")
+        return value
+
+    def string(self, node: dict[str, Any], key: str, path: str, default: str | None = None,
+               choices: tuple[str, ...] | None = None) -> str | None:
+        if key not in node:
+            return default
+        value = node[key]
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)) or str(value) == "":
+            self.fail(f"{path}.{key}", "must be a non-empty string")
+            return default
+        value = str(value)
+        if choices and value not in choices:
+            self.fail(f"{path}.{key}", f"must be one of {', '.join(choices)}, not {value!r}")
+            return default
+        return value
+
+    def string_list(self, node: dict[str, Any], key: str, path: str) -> tuple[str, ...]:
+        value = node.get(key)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.fail(f"{path}.{key}", "must be a list of non-empty strings")
+            return ()
+        if len(set(value)) != len(value):
+            self.fail(f"{path}.{key}", "must not repeat a name")
+        return tuple(value)
+
+
+def _window(r: _Reader, node: Any, path: str, base: WindowConfig) -> WindowConfig:
+    node = r.mapping(node, path, {"window", "bucket", "evaluation_interval", "min_samples"})
+    cfg = WindowConfig(
+        window_seconds=r.duration(node, "window", path, base.window_seconds),
+        bucket_seconds=r.duration(node, "bucket", path, base.bucket_seconds),
+        evaluation_interval_seconds=r.duration(node, "evaluation_interval", path,
+                                               base.evaluation_interval_seconds),
+        min_samples=r.number(node, "min_samples", path, base.min_samples, integer=True),
+    )
+    if cfg.bucket_seconds > cfg.window_seconds:
+        r.fail(f"{path}.bucket", "must not be longer than the window")
+    elif cfg.window_seconds / cfg.bucket_seconds > 10_000:
+        r.fail(f"{path}.bucket", "gives more than 10000 buckets per window; use a longer bucket")
+    return cfg
+
+
+def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float]:
+    node = r.mapping(node, path, set(DRIFT_METHODS))
+    out = {}
+    for method in node:
+        if method in DRIFT_METHODS:
+            at_most = 1.0 if method in PVALUE_METHODS else None
+            out[method] = r.number(node, method, path, DEFAULT_THRESHOLDS[method], at_most=at_most)
+    return out
+
+
+def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
+    node = r.mapping(node, path, {"methods", "detection", "thresholds", "features"})
+    methods = DRIFT_METHODS
+    if "methods" in node:
+        listed = r.string_list(node, "methods", path)
+        for i, m in enumerate(listed):
+            if m not in DRIFT_METHODS:
+                r.fail(f"{path}.methods[{i}]", f"unknown method {m!r} (expected one of: {', '.join(DRIFT_METHODS)})")
+        methods = tuple(m for m in listed if m in DRIFT_METHODS) or DRIFT_METHODS
+    detection = dict(DEFAULT_DETECTION)
+    det = r.mapping(node.get("detection"), f"{path}.detection", {"numeric", "categorical"})
+    for kind in det:
+        if kind in detection:
+            chosen = r.string(det, kind, f"{path}.detection", detection[kind], DRIFT_METHODS)
+            if chosen and chosen not in methods:
+                r.fail(f"{path}.detection.{kind}", f"method {chosen!r} is not in drift.methods")
+            detection[kind] = chosen or detection[kind]
+    thresholds = {**DEFAULT_THRESHOLDS, **_thresholds(r, node.get("thresholds"), f"{path}.thresholds")}
+    features = {}
+    feats = r.mapping(node.get("features"), f"{path}.features", set(node.get("features") or {}))
+    for name, spec in feats.items():
+        fpath = f"{path}.features.{name}"
+        spec = r.mapping(spec, fpath, {"detection", "thresholds"})
+        features[str(name)] = FeatureDriftConfig(
+            detection=r.string(spec, "detection", fpath, None, DRIFT_METHODS),
+            thresholds=_thresholds(r, spec.get("thresholds"), f"{fpath}.thresholds"),
+        )
+    return DriftConfig(methods=methods, detection=detection, thresholds=thresholds, features=features)
+
+
+def _slos(r: _Reader, node: Any, path: str, task: str) -> tuple[SLOConfig, ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, list):
+        r.fail(path, "must be a list")
+        return ()
+    out, seen = [], set()
+    for i, item in enumerate(node):
+        ipath = f"{path}[{i}]"
+        item = r.mapping(item, ipath, {"name", "type", "objective", "threshold", "tolerance"})
+        kind = r.string(item, "type", ipath, None, SLO_TYPES)
+        if "type" not in item:
+            r.fail(f"{ipath}.type", f"is required (one of {', '.join(SLO_TYPES)})")
+        name = r.string(item, "name", ipath, kind)
+        if name in seen:
+            r.fail(f"{ipath}.name", f"duplicate SLO name {name!r}")
+        seen.add(name)
+        if "objective" not in item:
+            r.fail(f"{ipath}.objective", "is required (a ratio such as 0.99)")
+        objective = r.ratio(item, "objective", ipath, 0.99)
+        threshold = tolerance = None
+        if kind == "latency":
+            if "threshold" not in item:
+                r.fail(f"{ipath}.threshold", "is required for a latency SLO (such as 200ms)")
+            threshold = r.duration(item, "threshold", ipath, 0.2)
+        if kind == "correctness" and task == "regression":
+            if "tolerance" not in item:
+                r.fail(f"{ipath}.tolerance", "is required for a regression correctness SLO")
+            tolerance = r.number(item, "tolerance", ipath, 0.0)
+        if kind and name:
+            out.append(SLOConfig(name, kind, objective, threshold, tolerance))
+    return tuple(out)
+
+
+def _quality(r: _Reader, node: Any, path: str) -> dict[str, QualityThreshold]:
+    node = r.mapping(node, path, {"thresholds"})
+    tpath = f"{path}.thresholds"
+    raw = r.mapping(node.get("thresholds"), tpath, set(QUALITY_METRICS))
+    out = {}
+    for metric, value in raw.items():
+        if metric not in QUALITY_METRICS:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            out[metric] = QualityThreshold(absolute=float(value))
+            continue
+        match = _RELATIVE.match(str(value)) if isinstance(value, str) else None
+        if not match:
+            r.fail(f"{tpath}.{metric}", "must be a number or 'baseline - X' / 'baseline + X'")
+            continue
+        offset = float(match.group(2)) * (-1 if match.group(1) == "-" else 1)
+        out[metric] = QualityThreshold(baseline_offset=offset)
+    return out
+
+
+def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: Path | None) -> ModelConfig | None:
+    node = r.mapping(node, path, {
+        "name", "baseline", "task", "positive_class", "feature_names", "drift", "latency_buckets",
+        "slos", "quality", "labels", "fairness", "data_quality", "window"})
+    name = r.string(node, "name", path)
+    if name is None:
+        if "name" not in node:
+            r.fail(f"{path}.name", "is required")
+        return None
+    if not _NAME.match(name):
+        r.fail(f"{path}.name", "may hold only letters, digits and _ . : - (at most 128)")
+    task = r.string(node, "task", path, "classification", ("classification", "regression"))
+    baseline = r.string(node, "baseline", path)
+    if baseline and base_dir is not None and not Path(baseline).is_absolute():
+        baseline = str(base_dir / baseline)
+    buckets: tuple[float, ...] = DEFAULT_LATENCY_BUCKETS
+    if "latency_buckets" in node:
+        raw = node["latency_buckets"]
+        ok = isinstance(raw, list) and raw and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in raw)
+        if not ok or list(raw) != sorted(set(raw)):
+            r.fail(f"{path}.latency_buckets", "must be a non-empty, strictly increasing list of positive seconds")
+        else:
+            buckets = tuple(float(v) for v in raw)
+    lpath = f"{path}.labels"
+    labels = r.mapping(node.get("labels"), lpath, {"ttl", "max_pending", "stale_after"})
+    fpath = f"{path}.fairness"
+    fair = r.mapping(node.get("fairness"), fpath, {"attributes", "max_groups", "min_samples", "threshold"})
+    qpath = f"{path}.data_quality"
+    dq = r.mapping(node.get("data_quality"), qpath,
+                   {"max_missing_ratio", "max_unexpected_category_ratio", "max_out_of_range_ratio"})
+    return ModelConfig(
+        name=name,
+        baseline=baseline,
+        task=task,
+        positive_class=r.string(node, "positive_class", path),
+        feature_names=r.string_list(node, "feature_names", path),
+        drift=_drift(r, node.get("drift"), f"{path}.drift"),
+        latency_buckets=buckets,
+        slos=_slos(r, node.get("slos"), f"{path}.slos", task),
+        quality_thresholds=_quality(r, node.get("quality"), f"{path}.quality"),
+        labels=LabelsConfig(
+            ttl_seconds=r.duration(labels, "ttl", lpath, LabelsConfig.ttl_seconds),
+            max_pending=r.number(labels, "max_pending", lpath, LabelsConfig.max_pending, integer=True),
+            stale_after_seconds=r.duration(labels, "stale_after", lpath, LabelsConfig.stale_after_seconds),
+        ),
+        fairness=FairnessConfig(
+            attributes=r.string_list(fair, "attributes", fpath),
+            max_groups=r.number(fair, "max_groups", fpath, FairnessConfig.max_groups, integer=True),
+            min_samples=r.number(fair, "min_samples", fpath, FairnessConfig.min_samples, integer=True),
+            threshold=r.number(fair, "threshold", fpath, FairnessConfig.threshold, at_most=1.0),
+        ),
+        data_quality=DataQualityConfig(
+            max_missing_ratio=r.ratio(dq, "max_missing_ratio", qpath, 0.05),
+            max_unexpected_category_ratio=r.ratio(dq, "max_unexpected_category_ratio", qpath, 0.05),
+            max_out_of_range_ratio=r.ratio(dq, "max_out_of_range_ratio", qpath, 0.05),
+        ),
+        window=_window(r, node.get("window"), f"{path}.window", defaults),
+    )
+
+
+def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | None = None) -> Config:
+    """Validate a parsed YAML document; raise ``ConfigError`` listing every problem."""
+    r = _Reader()
+    top = r.mapping(data, "", {"server", "defaults", "models"})
+    spath = "server"
+    srv = r.mapping(top.get("server"), spath, {"listen", "max_body_bytes", "auth_token_env", "threads"})
+    listen = r.string(srv, "listen", spath, ServerConfig.listen)
+    if listen and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", listen):
+        r.fail(f"{spath}.listen", f"must be HOST:PORT such as 127.0.0.1:8000, not {listen!r}")
+    elif listen and not 0 < int(listen.rsplit(":", 1)[1]) < 65536:
+        r.fail(f"{spath}.listen", "port must be between 1 and 65535")
+    server = ServerConfig(
+        listen=listen or ServerConfig.listen,
+        max_body_bytes=r.number(srv, "max_body_bytes", spath, ServerConfig.max_body_bytes, integer=True),
+        auth_token_env=r.string(srv, "auth_token_env", spath),
+        threads=r.number(srv, "threads", spath, ServerConfig.threads, integer=True, at_most=256),
+    )
+    defaults = _window(r, top.get("defaults"), "defaults", WindowConfig())
+    models: list[ModelConfig] = []
+    raw_models = top.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        r.fail("models", "must be a non-empty list of models")
+        raw_models = []
+    for i, node in enumerate(raw_models):
+        model = _model(r, node, f"models[{i}]", defaults, base_dir)
+        if model is None:
+            continue
+        if any(m.name == model.name for m in models):
+            r.fail(f"models[{i}].name", f"duplicate model name {model.name!r}")
+        models.append(model)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Config(server=server, defaults=defaults, models=tuple(models), source=source)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML file; baseline paths are relative to the file's folder."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror or exc})"]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        raise ConfigError([f"{path}: invalid YAML at {where}: {getattr(exc, 'problem', exc)}"]) from exc
+    return config_from_dict(data, base_dir=path.parent, source=path)

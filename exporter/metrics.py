@@ -1,0 +1,177 @@
+"""Prometheus exposition: a custom collector that renders monitors as metric families.
+
+It reads only counter snapshots and the last immutable evaluation, so a scrape never waits on
+statistics. Metric names are the contract with the dashboards and rules (docs/metrics.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.baseline import PREDICTION
+from exporter.monitor import QUALITY_CHECKS, ModelMonitor
+
+_QUALITY_METRICS = {
+    "missing": ("mlmon_feature_missing", "Values that were missing, null, NaN or infinite."),
+    "type_errors": ("mlmon_feature_type_errors", "Values of the wrong type, such as a string in a numeric feature."),
+    "out_of_range": ("mlmon_feature_out_of_range", "Numeric values outside the baseline's [min, max]."),
+    "unexpected": ("mlmon_feature_unexpected_category", "Categories never seen in the baseline."),
+}
+_DQ_THRESHOLDS = {"missing": "max_missing_ratio", "unexpected_category": "max_unexpected_category_ratio",
+                  "out_of_range": "max_out_of_range_ratio"}
+
+
+def _finite(value: float) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+class MlmonCollector(Collector):
+    """Collects every monitor returned by ``monitors()`` at scrape time."""
+
+    def __init__(self, monitors: Callable[[], Iterable[ModelMonitor]],
+                 unattributed: Callable[[], dict[tuple[str, str], int]] = dict,
+                 on_scrape: Callable[[], None] | None = None) -> None:
+        self._monitors = monitors
+        self._unattributed = unattributed
+        self._on_scrape = on_scrape
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked collector: families depend on the configured models
+
+    def collect(self) -> Iterator[Metric]:
+        if self._on_scrape is not None:
+            self._on_scrape()
+        build = GaugeMetricFamily("mlmon_build_info", "mlmon build; always 1.", labels=["version"])
+        build.add_metric([__version__], 1)
+        yield build
+        fams = _Families()
+        for monitor in self._monitors():
+            _render(monitor, fams)
+        for (model, reason), count in sorted(self._unattributed().items()):
+            fams.counter("mlmon_ingest_rejected", "Records mlmon refused, by reason.", ["model", "reason"],
+                         [model, reason], count)
+        yield from fams.all()
+
+
+class _Families:
+    """Creates each family once and hands it back by name, so families stay grouped."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Metric] = {}
+
+    def get(self, kind: type, name: str, doc: str, labels: list[str], **kw: Any) -> Any:
+        fam = self._by_name.get(name)
+        if fam is None:
+            fam = self._by_name[name] = kind(name, doc, labels=labels, **kw)
+        return fam
+
+    def gauge(self, name: str, doc: str, labels: list[str], values: list[str], value: float, **kw: Any) -> None:
+        self.get(GaugeMetricFamily, name, doc, labels, **kw).add_metric(values, value)
+
+    def counter(self, name: str, doc: str, labels: list[str], values: list[str], value: float) -> None:
+        self.get(CounterMetricFamily, name, doc, labels).add_metric(values, value)
+
+    def all(self) -> Iterable[Metric]:
+        return self._by_name.values()
+
+
+def _render(monitor: ModelMonitor, f: _Families) -> None:
+    m = monitor.name
+    snap = monitor.snapshot()
+    cfg = monitor.config
+    mv = ["model", "version"]
+    bounds = list(cfg.latency_buckets)
+    for version, s in sorted(snap.versions.items()):
+        f.counter("mlmon_predictions", "Prediction records ingested.", mv, [m, version], s.predictions)
+        f.counter("mlmon_prediction_errors", "Records the model server marked as failed.", mv, [m, version], s.errors)
+        cumulative, buckets = 0, []
+        for le, count in zip([*bounds, math.inf], s.latency_buckets.tolist(), strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if le == math.inf else repr(float(le)), cumulative))
+        f.get(HistogramMetricFamily, "mlmon_prediction_latency_seconds",
+              "Model latency as reported by the model server.", mv).add_metric(
+            [m, version], buckets, s.latency_sum)
+        f.gauge("mlmon_last_prediction_timestamp_seconds", "Unix time of the last record ingested.",
+                mv, [m, version], s.last_seen)
+        f.gauge("mlmon_model_version_info", "Model versions seen; always 1.", mv, [m, version], 1)
+        f.gauge("mlmon_model_version_first_seen_timestamp_seconds", "Unix time a model version was first seen.",
+                mv, [m, version], s.first_seen)
+        for cls, count in sorted(s.classes.items()):
+            f.counter("mlmon_prediction_class", "Predicted classes.", ["model", "version", "class"],
+                      [m, version, cls], count)
+    f.counter("mlmon_ingest_rejected", "Records mlmon refused, by reason.", ["model", "reason"], [m, "invalid_record"],
+              snap.rejected.get("invalid_record", 0))
+    for reason, count in sorted(snap.rejected.items()):
+        if reason != "invalid_record":
+            f.counter("mlmon_ingest_rejected", "", ["model", "reason"], [m, reason], count)
+    f.counter("mlmon_unknown_features", "Values of feature names the baseline does not know.", ["model"], [m],
+              snap.unknown_features)
+
+    mf = ["model", "feature"]
+    for i, profile in enumerate(monitor.profiles):
+        fine = snap.cumulative_bins[monitor.offsets[i]:monitor.offsets[i + 1]]
+        labels = profile.coarse_labels()
+        base = profile.coarse_counts(profile.fine_counts)
+        base_total = base.sum()
+        for label, count, b in zip(labels, profile.coarse_counts(fine).tolist(), base.tolist(), strict=True):
+            f.counter("mlmon_feature_bin", "Values per coarse bin (mergeable across replicas).",
+                      ["model", "feature", "bin"], [m, profile.name, label], count)
+            f.gauge("mlmon_baseline_bin_ratio", "Baseline share of each coarse bin.",
+                    ["model", "feature", "bin"], [m, profile.name, label], b / base_total if base_total else 0.0)
+        if profile.name == PREDICTION:
+            continue
+        for j, check in enumerate(QUALITY_CHECKS):
+            name, doc = _QUALITY_METRICS[check]
+            f.counter(name, doc, mf, [m, profile.name], int(snap.quality[i, j]))
+
+    dq = cfg.data_quality
+    for check, attr in _DQ_THRESHOLDS.items():
+        f.gauge("mlmon_data_quality_threshold_ratio", "Configured alert threshold for a data-quality rate.",
+                ["model", "check"], [m, check], getattr(dq, attr))
+
+    f.gauge("mlmon_window_samples", "Records in the current window.", ["model"], [m], snap.window_samples)
+    f.gauge("mlmon_window_min_samples", "Records a window needs before drift is reported.", ["model"], [m],
+            cfg.window.min_samples)
+    ev = snap.evaluation
+    mfm = ["model", "feature", "method"]
+    for profile in monitor.profiles:
+        detection = cfg.drift.detection_for(profile.name, profile.kind)
+        f.gauge("mlmon_feature_drift_threshold",
+                "Configured drift threshold (for chi2, the p-value below which drift is detected).",
+                mfm, [m, profile.name, detection], cfg.drift.threshold_for(profile.name, detection))
+    if ev is not None:
+        f.gauge("mlmon_evaluation_timestamp_seconds", "Unix time of the last drift evaluation.", ["model"], [m],
+                ev.timestamp)
+        f.gauge("mlmon_evaluation_duration_seconds", "Time the last evaluation took.", ["model"], [m],
+                ev.duration_seconds)
+        f.gauge("mlmon_drifted_features", "Features (not the prediction) whose drift is over threshold.",
+                ["model"], [m], len(ev.drifted))
+        for fd in ev.features:
+            for method, score in fd.scores.items():
+                if _finite(score):
+                    f.gauge("mlmon_feature_drift_score", "Drift of the window against the baseline.",
+                            mfm, [m, fd.feature, method], score)
+            for method, p in fd.pvalues.items():
+                if _finite(p):
+                    f.gauge("mlmon_feature_drift_pvalue", "p-value of the drift test.", mfm,
+                            [m, fd.feature, method], p)
+            if fd.detected is not None:
+                f.gauge("mlmon_feature_drift_detected", "1 if the feature's drift is over its threshold.",
+                        mf, [m, fd.feature], int(fd.detected))
+    for slo in cfg.slos:
+        events, bad = snap.slo.get(slo.name, (0, 0))
+        ms = ["model", "slo"]
+        f.counter("mlmon_slo_events", "SLI events counted for the SLO.", ms, [m, slo.name], events)
+        f.counter("mlmon_slo_bad_events", "SLI events that missed the SLO.", ms, [m, slo.name], bad)
+        f.gauge("mlmon_slo_objective_ratio", "Configured SLO objective (share of good events).", ms,
+                [m, slo.name], slo.objective)
+        if slo.threshold_seconds is not None:
+            f.gauge("mlmon_slo_latency_threshold_seconds", "Latency threshold of a latency SLO.", ms,
+                    [m, slo.name], slo.threshold_seconds)
+

@@ -1,0 +1,349 @@
+"""``ModelMonitor``: the state of one monitored model.
+
+Ingest only turns values into bin indices and adds count vectors to the current time bucket
+(O(records × features), numpy). ``evaluate()`` compares the window with the baseline
+(O(features × bins), independent of traffic) and publishes an immutable ``Evaluation``
+that the metrics collector reads without touching the ingest path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from exporter import drift
+from exporter.baseline import PREDICTION, Baseline, CategoricalProfile, FeatureProfile, NumericProfile, category_key
+from exporter.batch import Batch, Rejection
+from exporter.config import PVALUE_METHODS, ModelConfig
+from exporter.quality import encode
+from exporter.window import BucketRing
+
+NUMERIC_METHODS = ("psi", "js", "kl", "ks", "wasserstein")
+CATEGORICAL_METHODS = ("psi", "js", "kl", "chi2")
+QUALITY_CHECKS = ("missing", "type_errors", "out_of_range", "unexpected")
+MAX_CLASSES = 100
+"""Cap on distinct predicted-class label values when the baseline does not fix the classes."""
+MAX_UNKNOWN_NAMES = 50
+
+
+class MonitorError(ValueError):
+    """The model's config and baseline do not fit together."""
+
+
+def methods_for(profile: FeatureProfile) -> tuple[str, ...]:
+    return NUMERIC_METHODS if isinstance(profile, NumericProfile) else CATEGORICAL_METHODS
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    feature: str
+    kind: str
+    samples: int
+    scores: dict[str, float]
+    pvalues: dict[str, float]
+    thresholds: dict[str, float]
+    detection: str
+    detected: bool | None
+    """None when the window holds fewer than ``min_samples`` values of this feature."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Immutable result of one evaluation; replaced whole, never mutated."""
+
+    timestamp: float
+    duration_seconds: float
+    samples: int
+    min_samples: int
+    features: tuple[FeatureDrift, ...]
+
+    @property
+    def drifted(self) -> tuple[str, ...]:
+        return tuple(f.feature for f in self.features if f.detected and f.feature != PREDICTION)
+
+
+@dataclass
+class VersionStats:
+    first_seen: float
+    predictions: int = 0
+    errors: int = 0
+    latency_buckets: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    latency_sum: float = 0.0
+    last_seen: float = 0.0
+    classes: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    accepted: int
+    rejected: list[Rejection]
+    problems: dict[str, int]
+    """Data-quality counts of this batch (missing, type_errors, out_of_range, unexpected, unknown_features)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A consistent copy of the counters, taken under the lock in O(bins)."""
+
+    versions: dict[str, VersionStats]
+    cumulative_bins: np.ndarray
+    quality: np.ndarray
+    unknown_features: int
+    rejected: dict[str, int]
+    slo: dict[str, tuple[int, int]]
+    window_samples: int
+    evaluation: Evaluation | None
+
+
+class ModelMonitor:
+    def __init__(self, config: ModelConfig, baseline: Baseline, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.baseline = baseline
+        self.clock = clock
+        self.name = config.name
+        profiles: list[FeatureProfile] = list(baseline.features.values())
+        if baseline.prediction is not None:
+            profiles.append(baseline.prediction)
+        self.profiles = tuple(profiles)
+        self.feature_index = {p.name: i for i, p in enumerate(self.profiles)}
+        self._check_drift_config()
+        sizes = np.array([p.n_bins for p in self.profiles], dtype=np.int64)
+        self.offsets = np.concatenate(([0], np.cumsum(sizes)))
+        self._records_slot = int(self.offsets[-1])
+        win = config.window
+        now = clock()
+        self._window = BucketRing(self._records_slot + 1, win.n_buckets, win.bucket_seconds, now)
+        self._cumulative = np.zeros(self._records_slot, dtype=np.int64)
+        self._quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
+        self._unknown_features = 0
+        self.unknown_feature_names: list[str] = []
+        self._versions: dict[str, VersionStats] = {}
+        self._rejected: Counter[str] = Counter()
+        self._slo = {s.name: [0, 0] for s in config.slos}
+        self._latency_bounds = np.asarray(config.latency_buckets, dtype=np.float64)
+        self._lock = threading.Lock()
+        self._evaluation: Evaluation | None = None
+        self.started_at = now
+
+    def _check_drift_config(self) -> None:
+        cfg = self.config.drift
+        problems = []
+        for p in self.profiles:
+            method = cfg.detection_for(p.name, p.kind)
+            if method not in methods_for(p):
+                problems.append(f"models[{self.name}].drift: detection method {method!r} does not apply to "
+                                f"{p.kind} feature {p.name!r} (use one of {', '.join(methods_for(p))})")
+        unknown = set(cfg.features) - set(self.feature_index)
+        if unknown:
+            problems.append(f"models[{self.name}].drift.features: {', '.join(sorted(unknown))} not in the baseline")
+        if problems:
+            raise MonitorError("\n".join(problems))
+
+    # ---- ingest -------------------------------------------------------------------------
+
+    def _prediction_keys(self, predictions: list[Any]) -> list[Any]:
+        """The predicted class per record (classification) or the raw value (regression)."""
+        if self.baseline.task == "regression":
+            return predictions
+        classes = self.baseline.classes
+        out = []
+        for p in predictions:
+            if isinstance(p, dict):
+                p = max(p, key=p.__getitem__)
+            elif isinstance(p, list):
+                i = int(np.argmax(p))
+                p = classes[i] if i < len(classes) else str(i)
+            out.append(category_key(p))
+        return out
+
+    def _class_label(self, key: str, stats: VersionStats) -> str:
+        profile = self.baseline.prediction
+        if isinstance(profile, CategoricalProfile):
+            return key if profile.lookup(key) < len(profile.categories) else "__other__"
+        if key in stats.classes or len(stats.classes) < MAX_CLASSES:
+            return key
+        return "__other__"
+
+    def ingest(self, batch: Batch, now: float | None = None) -> IngestResult:
+        """Add a parsed batch. Encoding runs outside the lock; only the additions hold it."""
+        now = self.clock() if now is None else now
+        n = batch.size
+        quality = np.zeros_like(self._quality)
+        parts: list[np.ndarray] = []
+        pred_keys = None if batch.predictions is None else self._prediction_keys(batch.predictions)
+        for i, profile in enumerate(self.profiles):
+            if profile.name == PREDICTION:
+                if pred_keys is None:
+                    continue
+                column = pred_keys
+            else:
+                column = batch.features.get(profile.name)
+            if column is None:
+                quality[i, 0] += n
+                continue
+            enc = encode(profile, column)
+            quality[i] = (enc.missing, enc.type_errors, enc.out_of_range, enc.unexpected)
+            if enc.bins.size:
+                parts.append(enc.bins + self.offsets[i])
+        unknown = [name for name in batch.features if name not in self.feature_index]
+        unknown_values = sum(sum(v is not None for v in batch.features[name]) for name in unknown)
+        parts.append(np.full(n, self._records_slot, dtype=np.int64))
+        vector = np.bincount(np.concatenate(parts), minlength=self._records_slot + 1)
+
+        latency = batch.latency_seconds
+        reported = latency[np.isfinite(latency)]
+        lat_counts = np.bincount(np.searchsorted(self._latency_bounds, reported, side="left"),
+                                 minlength=self._latency_bounds.size + 1)
+        errors = int(np.count_nonzero(batch.error))
+        slo_add = self._slo_events(batch, reported)
+        classes: Counter[str] = Counter()
+        if pred_keys is not None and self.baseline.task != "regression":
+            classes.update(k for k in pred_keys if k is not None)
+
+        with self._lock:
+            self._window.add(now, vector)
+            self._cumulative += vector[:-1]
+            self._quality += quality
+            self._unknown_features += unknown_values
+            for name in unknown:
+                if name not in self.unknown_feature_names and len(self.unknown_feature_names) < MAX_UNKNOWN_NAMES:
+                    self.unknown_feature_names.append(name)
+            if batch.rejected:
+                self._rejected["invalid_record"] += len(batch.rejected)
+            for name, (events, bad) in slo_add.items():
+                self._slo[name][0] += events
+                self._slo[name][1] += bad
+            if n:
+                stats = self._versions.get(batch.version)
+                if stats is None:
+                    stats = self._versions[batch.version] = VersionStats(
+                        first_seen=now, latency_buckets=np.zeros(self._latency_bounds.size + 1, dtype=np.int64))
+                stats.predictions += n
+                stats.errors += errors
+                stats.latency_buckets += lat_counts
+                stats.latency_sum += float(reported.sum())
+                stats.last_seen = now
+                for key, count in classes.items():
+                    stats.classes[self._class_label(key, stats)] += count
+        problems = dict(zip(QUALITY_CHECKS, quality.sum(axis=0).tolist(), strict=True))
+        problems["unknown_features"] = unknown_values
+        return IngestResult(accepted=n, rejected=batch.rejected, problems=problems)
+
+    def _slo_events(self, batch: Batch, reported_latency: np.ndarray) -> dict[str, tuple[int, int]]:
+        out = {}
+        for slo in self.config.slos:
+            if slo.type == "availability":
+                out[slo.name] = (batch.size, int(np.count_nonzero(batch.error)))
+            elif slo.type == "latency":
+                out[slo.name] = (reported_latency.size, int(np.count_nonzero(reported_latency > slo.threshold_seconds)))
+        return out
+
+    def count_rejected(self, reason: str, count: int = 1) -> None:
+        """Records refused before they reached a batch (oversized body, unknown model, ...)."""
+        with self._lock:
+            self._rejected[reason] += count
+
+    # ---- evaluation ---------------------------------------------------------------------
+
+    def window_counts(self, now: float | None = None) -> np.ndarray:
+        now = self.clock() if now is None else now
+        with self._lock:
+            return self._window.total(now)
+
+    def evaluate(self, now: float | None = None) -> Evaluation:
+        """Compare the window with the baseline and publish the result."""
+        started = time.perf_counter()
+        now = self.clock() if now is None else now
+        counts = self.window_counts(now)
+        min_samples = self.config.window.min_samples
+        results = []
+        for i, profile in enumerate(self.profiles):
+            current = counts[self.offsets[i]:self.offsets[i + 1]]
+            results.append(self._feature_drift(profile, current, min_samples))
+        evaluation = Evaluation(
+            timestamp=now, duration_seconds=time.perf_counter() - started,
+            samples=int(counts[self._records_slot]), min_samples=min_samples, features=tuple(results))
+        self._evaluation = evaluation
+        return evaluation
+
+    def _feature_drift(self, profile: FeatureProfile, current: np.ndarray, min_samples: int) -> FeatureDrift:
+        cfg = self.config.drift
+        detection = cfg.detection_for(profile.name, profile.kind)
+        methods = [m for m in methods_for(profile) if m in cfg.methods or m == detection]
+        thresholds = {m: cfg.threshold_for(profile.name, m) for m in methods}
+        samples = int(current.sum())
+        if samples < min_samples:
+            return FeatureDrift(profile.name, profile.kind, samples, {}, {}, thresholds, detection, None)
+        base_fine = profile.fine_counts
+        base_coarse, cur_coarse = profile.coarse_counts(base_fine), profile.coarse_counts(current)
+        scores: dict[str, float] = {}
+        pvalues: dict[str, float] = {}
+        for method in methods:
+            if method == "psi":
+                scores[method] = drift.psi(base_coarse, cur_coarse)
+            elif method == "js":
+                scores[method] = drift.js_distance(base_coarse, cur_coarse)
+            elif method == "kl":
+                scores[method] = drift.kl_divergence(base_coarse, cur_coarse)
+            elif method == "ks":
+                scores[method], pvalues[method] = drift.ks_from_counts(base_fine, current)
+            elif method == "chi2":
+                scores[method], pvalues[method] = drift.chi_square(base_fine, current)
+            elif method == "wasserstein" and isinstance(profile, NumericProfile):
+                scores[method] = drift.wasserstein_from_counts(
+                    profile.edges, base_fine, current, profile.min, profile.max, profile.std)
+        if detection in PVALUE_METHODS:
+            detected = bool(pvalues[detection] < thresholds[detection])
+        else:
+            detected = bool(scores[detection] > thresholds[detection])
+        return FeatureDrift(profile.name, profile.kind, samples, scores, pvalues, thresholds, detection, detected)
+
+    @property
+    def evaluation(self) -> Evaluation | None:
+        return self._evaluation
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def snapshot(self) -> Snapshot:
+        now = self.clock()
+        with self._lock:
+            versions = {
+                v: VersionStats(first_seen=s.first_seen, predictions=s.predictions, errors=s.errors,
+                                latency_buckets=s.latency_buckets.copy(), latency_sum=s.latency_sum,
+                                last_seen=s.last_seen, classes=Counter(s.classes))
+                for v, s in self._versions.items()}
+            return Snapshot(
+                versions=versions, cumulative_bins=self._cumulative.copy(), quality=self._quality.copy(),
+                unknown_features=self._unknown_features, rejected=dict(self._rejected),
+                slo={k: (e, b) for k, (e, b) in self._slo.items()},
+                window_samples=int(self._window.total(now)[self._records_slot]),
+                evaluation=self._evaluation)
+
+    def status(self) -> dict[str, Any]:
+        """JSON status for ``GET /v1/models``."""
+        snap = self.snapshot()
+        ev = snap.evaluation
+        return {
+            "model": self.name,
+            "task": self.baseline.task,
+            "features": [p.name for p in self.profiles if p.name != PREDICTION],
+            "versions": {v: {"predictions": s.predictions, "errors": s.errors, "first_seen": s.first_seen,
+                             "last_seen": s.last_seen} for v, s in snap.versions.items()},
+            "window": {"seconds": self.config.window.window_seconds,
+                       "bucket_seconds": self.config.window.bucket_seconds,
+                       "samples": snap.window_samples, "min_samples": self.config.window.min_samples},
+            "last_evaluation": None if ev is None else {
+                "timestamp": ev.timestamp, "duration_seconds": ev.duration_seconds, "samples": ev.samples,
+                "drifted_features": list(ev.drifted),
+                "prediction_drift": next((f.detected for f in ev.features if f.feature == PREDICTION), None),
+                "features_below_min_samples": [f.feature for f in ev.features if f.detected is None],
+            },
+            "rejected": snap.rejected,
+            "unknown_features": self.unknown_feature_names,
+        }

@@ -1,0 +1,153 @@
+"""HTTP API: a Flask app factory and the production WSGI server (waitress).
+
+Bad input never becomes a 500: malformed JSON is 400, an unknown model 404 naming the
+configured ones, an oversized body 413, and a broken record is refused alone with its index
+and reason while the rest of its batch is kept. Logs carry counts and field names, never
+feature values.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+from typing import Any
+
+import orjson
+from flask import Flask, Response, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from exporter.batch import PayloadError
+from exporter.formats.native import parse_predictions
+from exporter.service import Service
+
+log = logging.getLogger("mlmon.http")
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
+                    mimetype="application/json")
+
+
+def _error(status: int, message: str, **extra: Any) -> Response:
+    return _json({"error": message, **extra}, status)
+
+
+def create_app(service: Service, token: str | None = None) -> Flask:
+    """Build the app. ``token``, when set, is required as a bearer token on every POST."""
+    app = Flask("mlmon")
+    app.config["MAX_CONTENT_LENGTH"] = service.config.server.max_body_bytes
+    expected = f"Bearer {token}".encode() if token else None
+
+    @app.before_request
+    def _authorise() -> Response | None:
+        if expected is None or request.method != "POST":
+            return None
+        given = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(401, "missing or wrong bearer token in the Authorization header")
+        return None
+
+    def _body() -> Any:
+        try:
+            raw = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            raise
+        if not raw:
+            raise PayloadError("$", "the request body is empty")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise PayloadError("$", f"malformed JSON: {exc}") from None
+
+    @app.post("/v1/predictions")
+    def predictions() -> Response:
+        try:
+            batch = parse_predictions(_body())
+        except PayloadError as exc:
+            service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
+            return _error(400, str(exc), field=exc.field)
+        monitor = service.monitor(batch.model)
+        if monitor is None:
+            service.count_unattributed("unknown_model", batch.size + len(batch.rejected))
+            return _error(404, f"unknown model {batch.model!r}; configured models: {', '.join(service.monitors)}",
+                          field="model", models=list(service.monitors))
+        result = monitor.ingest(batch)
+        if result.rejected:
+            log.info("model %s: rejected %d of %d records", batch.model, len(result.rejected),
+                     result.accepted + len(result.rejected))
+        status = 422 if result.rejected and not result.accepted else 200
+        return _json({"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
+                      "data_quality": result.problems}, status)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(service.registry), mimetype=None,
+                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return _json({"status": "ok"})
+
+    @app.get("/readyz")
+    def readyz() -> Response:
+        if not service.running:
+            return _error(503, "the evaluation loop is not running")
+        return _json({"status": "ready", "models": list(service.monitors)})
+
+    @app.get("/v1/models")
+    def models() -> Response:
+        return _json({"models": [m.status() for m in service.monitors.values()]})
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> Response:
+        service.count_unattributed("payload_too_large")
+        return _error(413, f"request body over the limit of {service.config.server.max_body_bytes} bytes "
+                           "(server.max_body_bytes); send smaller batches")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        return _error(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(500, "internal error; see the sidecar's log")
+
+    return app
+
+
+def token_from_env(service: Service) -> str | None:
+    name = service.config.server.auth_token_env
+    if not name:
+        return None
+    token = os.environ.get(name)
+    if not token:
+        raise SystemExit(f"server.auth_token_env: environment variable {name} is not set or empty")
+    return token
+
+
+def build_server(service: Service, app: Flask | None = None) -> Any:
+    """A bound (not yet running) waitress server; ``.effective_port``, ``.run()``, ``.close()``."""
+    from waitress import create_server
+
+    app = app or create_app(service, token_from_env(service))
+    cfg = service.config.server
+    return create_server(
+        app, host=cfg.host, port=cfg.port, threads=cfg.threads,
+        # Bodies are bounded by Flask's limit (JSON 413); keep them in memory rather than spooling to disk.
+        max_request_body_size=cfg.max_body_bytes + 1024, inbuf_overflow=cfg.max_body_bytes + 1024,
+        ident="mlmon", clear_untrusted_proxy_headers=True)
+
+
+def serve(service: Service, app: Flask | None = None) -> None:
+    """Run the evaluation loop and the HTTP server until interrupted."""
+    server = build_server(service, app)
+    service.start()
+    log.info("mlmon listening on http://%s:%s", service.config.server.host, server.effective_port)
+    try:
+        server.run()
+    finally:
+        service.stop()
+        server.close()

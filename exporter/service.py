@@ -1,0 +1,109 @@
+"""The running sidecar: one ``ModelMonitor`` per configured model and the evaluation timer.
+
+Evaluation runs on its own thread so neither an ingest request nor a scrape ever computes
+statistics; a scrape that finds a stale result only wakes the timer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry
+
+from exporter.baseline import Baseline, load_baseline
+from exporter.config import Config, ModelConfig
+from exporter.metrics import MlmonCollector
+from exporter.monitor import ModelMonitor
+
+log = logging.getLogger("mlmon")
+
+UNATTRIBUTED = "__unknown__"
+"""Model label for rejections that cannot be tied to a configured model (bounds cardinality)."""
+
+
+class Service:
+    def __init__(self, config: Config, baselines: dict[str, Baseline] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.clock = clock
+        self.monitors: dict[str, ModelMonitor] = {}
+        for model in config.models:
+            baseline = (baselines or {}).get(model.name) or self._load(model)
+            self.monitors[model.name] = ModelMonitor(model, baseline, clock)
+        self._unattributed: Counter[tuple[str, str]] = Counter()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
+                                              self.unattributed_rejections, self.wake_if_stale))
+
+    @staticmethod
+    def _load(model: ModelConfig) -> Baseline:
+        if not model.baseline:
+            raise ValueError(f"models[{model.name}].baseline: is required to run the model")
+        return load_baseline(model.baseline)
+
+    def monitor(self, name: str) -> ModelMonitor | None:
+        return self.monitors.get(name)
+
+    def count_unattributed(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._unattributed[(UNATTRIBUTED, reason)] += count
+
+    def unattributed_rejections(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._unattributed)
+
+    # ---- evaluation timer --------------------------------------------------------------
+
+    def evaluate_due(self) -> float:
+        """Evaluate every monitor whose interval has passed; return seconds until the next is due."""
+        now = self.clock()
+        next_due = 60.0
+        for monitor in self.monitors.values():
+            interval = monitor.config.window.evaluation_interval_seconds
+            last = monitor.evaluation.timestamp if monitor.evaluation else None
+            if last is None or now - last >= interval:
+                try:
+                    monitor.evaluate(now)
+                except Exception:  # one model's failure must not stop the others' evaluation
+                    log.exception("evaluation of model %s failed", monitor.name)
+                last = now
+            next_due = min(next_due, max(0.05, last + interval - now))
+        return next_due
+
+    def wake_if_stale(self) -> None:
+        now = self.clock()
+        for monitor in self.monitors.values():
+            ev = monitor.evaluation
+            if ev is None or now - ev.timestamp > monitor.config.window.evaluation_interval_seconds:
+                self._wake.set()
+                return
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            wait = self.evaluate_due()
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="mlmon-evaluator", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,425 @@
+"""Drift statistics against independent references on generated data.
+
+Data are drawn from a seeded generator and binned exactly as mlmon does (quantile interior edges,
+``searchsorted(side="left")``), then each statistic is compared with scipy on the raw samples or
+with a textbook formula written out here. Every test runs with warnings turned into errors, so a
+stray numpy RuntimeWarning fails the suite.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from exporter import drift
+from exporter.drift import EPS
+
+pytestmark = pytest.mark.filterwarnings("error")
+
+N_BASE = 20_000
+N_CUR = 5_000
+SEED = 20240601
+CATEGORIES = ["a", "b", "c", "d", "e", "f", "g"]
+CAT_P_BASE = [0.30, 0.20, 0.15, 0.12, 0.10, 0.08, 0.05]
+# Current traffic drifts towards "f"/"g" and brings a category "h" the baseline never saw.
+CAT_P_CUR = [0.22, 0.18, 0.14, 0.12, 0.10, 0.11, 0.09, 0.04]
+
+
+# --- binning, as the baseline builder and the monitor do it ------------------------------------
+
+
+def fine_edges(base: np.ndarray, n_bins: int = 100) -> np.ndarray:
+    return np.unique(np.quantile(base, np.linspace(0, 1, n_bins + 1)[1:-1]))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    return np.bincount(np.searchsorted(edges, values, side="left"), minlength=edges.size + 1)
+
+
+def coarse(counts: np.ndarray, n_coarse: int = 10) -> np.ndarray:
+    starts = np.unique(np.linspace(0, counts.size, n_coarse + 1)[:-1].astype(int))
+    return np.add.reduceat(counts, starts)
+
+
+def cat_counts(values: np.ndarray, top: list[str]) -> np.ndarray:
+    slot = {name: i for i, name in enumerate(top)}
+    codes = np.array([slot.get(v, len(top)) for v in values])  # unknown -> __other__
+    return np.bincount(codes, minlength=len(top) + 1)
+
+
+# --- generated data ---------------------------------------------------------------------------
+
+
+def _draw(shape: str, rng: np.random.Generator, n: int, shifted: bool) -> np.ndarray:
+    if shape == "normal":
+        return rng.normal(0.5 if shifted else 0.0, 1.0, n)
+    if shape == "lognormal":
+        return rng.lognormal(0.3 if shifted else 0.0, 1.0, n)
+    if shape == "student_t2":
+        return rng.standard_t(2, n) + (0.5 if shifted else 0.0)
+    raise AssertionError(shape)
+
+
+@pytest.fixture(scope="module")
+def numeric() -> dict[tuple[str, bool], tuple[np.ndarray, np.ndarray]]:
+    """(shape, shifted) -> (baseline sample, current sample)."""
+    rng = np.random.default_rng(SEED)
+    out = {}
+    for shape in ("normal", "lognormal", "student_t2"):
+        base = _draw(shape, rng, N_BASE, shifted=False)
+        for shifted in (False, True):
+            out[(shape, shifted)] = (base, _draw(shape, rng, N_CUR, shifted))
+    return out
+
+
+@pytest.fixture(scope="module")
+def categorical() -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and current counts over the baseline categories plus __other__."""
+    rng = np.random.default_rng(SEED + 1)
+    base = rng.choice(CATEGORIES, size=N_BASE, p=CAT_P_BASE)
+    cur = rng.choice([*CATEGORIES, "h"], size=N_CUR, p=CAT_P_CUR)
+    b, c = cat_counts(base, CATEGORIES), cat_counts(cur, CATEGORIES)
+    assert b[-1] == 0 and c[-1] > 0  # the empty baseline slot is what makes EPS matter
+    return b, c
+
+
+def _binned(base: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    edges = fine_edges(base)
+    return edges, bin_counts(base, edges), bin_counts(cur, edges)
+
+
+ALL_CASES = [(s, sh) for s in ("normal", "lognormal", "student_t2") for sh in (False, True)]
+
+
+# --- textbook formulas, written out independently ---------------------------------------------
+
+
+def textbook_psi(b, c) -> float:
+    nb, nc = sum(b), sum(c)
+    total = 0.0
+    for bi, ci in zip(b, c, strict=True):
+        p, q = max(bi / nb, EPS), max(ci / nc, EPS)
+        total += (q - p) * math.log(q / p)
+    return total
+
+
+def textbook_kl(b, c) -> float:
+    nb, nc = sum(b), sum(c)
+    total = 0.0
+    for bi, ci in zip(b, c, strict=True):
+        p, q = max(bi / nb, EPS), max(ci / nc, EPS)
+        total += q * math.log(q / p)
+    return total
+
+
+# --- KS ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shape", "shifted"), ALL_CASES)
+def test_ks_statistic_close_to_raw_samples(numeric, shape, shifted):
+    base, cur = numeric[(shape, shifted)]
+    _, b, c = _binned(base, cur)
+    d, _ = drift.ks_from_counts(b, c)
+    raw = stats.ks_2samp(base, cur).statistic
+    # The binned CDFs equal the raw ECDFs at the edges, so D can only miss the supremum inside a
+    # bin: it is a lower bound, off by at most one baseline bin's share (1 % here).
+    assert d <= raw + 1e-12
+    assert raw - d <= 0.01
+
+
+@pytest.mark.parametrize(("shape", "shifted"), ALL_CASES)
+def test_ks_pvalue_is_the_kolmogorov_limit(numeric, shape, shifted):
+    base, cur = numeric[(shape, shifted)]
+    _, b, c = _binned(base, cur)
+    d, p = drift.ks_from_counts(b, c)
+    # Samples whose values are the bin indices have exactly the binned CDFs, so scipy sees the
+    # same D; the p-value is the limiting distribution at sqrt(n m / (n + m)) D (textbook).
+    ref = stats.ks_2samp(np.repeat(np.arange(b.size), b), np.repeat(np.arange(c.size), c), method="asymp")
+    n, m = b.sum(), c.sum()
+    assert d == pytest.approx(ref.statistic, rel=1e-12, abs=1e-15)
+    assert p == pytest.approx(stats.kstwobign.sf(np.sqrt(n * m / (n + m)) * d), rel=1e-9, abs=1e-300)
+    # ... and at these sizes it is close to scipy's finite-size asymptotic p-value.
+    assert p == pytest.approx(ref.pvalue, abs=0.02)
+    raw_p = stats.ks_2samp(base, cur, method="asymp").pvalue
+    if shifted:
+        assert p < 1e-6 and raw_p < 1e-6
+    else:
+        assert p > 1e-3 and raw_p > 1e-3
+
+
+def test_ks_small_sizes_match_scipy():
+    b, c = np.array([3, 0, 2, 1]), np.array([0, 4, 1, 2])
+    d, p = drift.ks_from_counts(b, c)
+    ref = stats.ks_2samp(np.repeat(np.arange(4), b), np.repeat(np.arange(4), c), method="asymp")
+    assert d == pytest.approx(ref.statistic, rel=1e-12)
+    assert p == pytest.approx(stats.kstwobign.sf(np.sqrt(6 * 7 / 13) * d), rel=1e-9)
+
+
+# --- chi-square, JS, PSI, KL ------------------------------------------------------------------
+
+
+def _chi_inputs(numeric, categorical):
+    base, cur = numeric[("normal", True)]
+    _, b, c = _binned(base, cur)
+    yield categorical
+    yield coarse(b), coarse(c)
+    yield b, c
+
+
+def test_chi_square_equals_scipy(numeric, categorical):
+    for b, c in _chi_inputs(numeric, categorical):
+        shares = np.maximum(b / b.sum(), EPS)
+        expected = shares / shares.sum() * c.sum()
+        ref = stats.chisquare(c, f_exp=expected)
+        stat, p = drift.chi_square(b, c)
+        assert stat == pytest.approx(ref.statistic, rel=1e-12)
+        assert p == pytest.approx(ref.pvalue, rel=1e-12, abs=1e-300)
+
+
+def test_chi_square_no_drift_is_not_significant(numeric):
+    base, cur = numeric[("normal", False)]
+    _, b, c = _binned(base, cur)
+    _, p = drift.chi_square(coarse(b), coarse(c))
+    assert p > 1e-3
+
+
+def test_js_equals_scipy(numeric, categorical):
+    cases = [categorical]
+    for shape, shifted in ALL_CASES:
+        _, b, c = _binned(*numeric[(shape, shifted)])
+        cases += [(b, c), (coarse(b), coarse(c))]
+    for b, c in cases:
+        ref = jensenshannon(b / b.sum(), c / c.sum(), base=2)
+        assert drift.js_distance(b, c) == pytest.approx(ref, abs=1e-12)
+        assert 0.0 <= drift.js_distance(b, c) <= 1.0
+
+
+def test_psi_and_kl_equal_textbook_formula(numeric, categorical):
+    cases = [categorical, ([120, 0, 300, 80], [100, 40, 0, 60])]
+    for shape, shifted in ALL_CASES:
+        _, b, c = _binned(*numeric[(shape, shifted)])
+        cases += [(b, c), (coarse(b), coarse(c))]
+    for b, c in cases:
+        assert drift.psi(b, c) == pytest.approx(textbook_psi(list(b), list(c)), rel=1e-12, abs=1e-15)
+        assert drift.kl_divergence(b, c) == pytest.approx(textbook_kl(list(b), list(c)), rel=1e-12, abs=1e-15)
+
+
+def test_epsilon_bounds_the_unseen_category(categorical):
+    b, c = categorical
+    q = c[-1] / c.sum()
+    # The __other__ slot is empty in the baseline: its PSI term is (q - EPS) ln(q / EPS), finite.
+    term = (q - EPS) * math.log(q / EPS)
+    assert math.isfinite(drift.psi(b, c))
+    assert drift.psi(b, c) > term > 0
+    assert drift.kl_divergence(b, c) > 0 and math.isfinite(drift.kl_divergence(b, c))
+
+
+def test_psi_is_symmetric_and_kl_is_not():
+    b, c = [50, 30, 20, 0], [10, 30, 40, 20]
+    assert drift.psi(b, c) == pytest.approx(drift.psi(c, b), rel=1e-12)
+    assert drift.kl_divergence(b, c) != pytest.approx(drift.kl_divergence(c, b), rel=1e-3)
+
+
+def test_kl_never_negative():
+    # Flooring without renormalising would give a slightly negative sum here.
+    b, c = [0, 100_000], [2, 99_998]
+    assert textbook_kl(b, c) < 0
+    assert drift.kl_divergence(b, c) == 0.0
+
+
+# --- Wasserstein ------------------------------------------------------------------------------
+
+
+def test_wasserstein_closed_form():
+    # Uniform on [0, 1] against uniform on [1, 2]: a shift of 1.
+    assert drift.wasserstein_from_counts([1.0], [10, 0], [0, 7], 0.0, 2.0, 1.0) == pytest.approx(
+        1.0, rel=1e-15
+    )
+    # The same, expressed in units of a std of 0.5.
+    assert drift.wasserstein_from_counts([1.0], [10, 0], [0, 7], 0.0, 2.0, 0.5) == pytest.approx(
+        2.0, rel=1e-15
+    )
+
+
+def test_wasserstein_is_exact_for_uniform_within_bin_mass(numeric):
+    """Compare with scipy on the model the function assumes: uniform mass inside each bin."""
+    base, cur = numeric[("student_t2", True)]
+    edges, b, c = _binned(base, cur)
+    lo, hi = base.min(), base.max()
+    bounds = np.concatenate(([lo], edges, [hi]))
+    per_bin = 2_000  # midpoints of per_bin equal slices approximate the uniform to width / per_bin
+    frac = (np.arange(per_bin) + 0.5) / per_bin
+    points = (bounds[:-1, None] + np.diff(bounds)[:, None] * frac[None, :]).ravel()
+    ref = stats.wasserstein_distance(points, points, np.repeat(b, per_bin), np.repeat(c, per_bin))
+    got = drift.wasserstein_from_counts(edges, b, c, lo, hi, 1.0)
+    widest = np.diff(bounds).max()
+    assert got == pytest.approx(ref, abs=widest / per_bin)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.1, 0.25])
+def test_wasserstein_close_to_raw_samples(shift):
+    rng = np.random.default_rng(SEED + 2)
+    base = rng.normal(0.0, 1.0, N_BASE)
+    cur = rng.normal(shift * base.std(), 1.0, N_CUR)
+    edges, b, c = _binned(base, cur)
+    got = drift.wasserstein_from_counts(edges, b, c, base.min(), base.max(), base.std())
+    raw = stats.wasserstein_distance(base, cur) / base.std()
+    assert got == pytest.approx(raw, abs=0.02)
+
+
+def test_wasserstein_large_shift_error_is_in_the_outer_bins():
+    """At 0.5 std the binned value overshoots, almost all of it from spreading mass uniformly over
+    the outer bins, which reach out to the training min and max. The error stays within 0.005 of
+    that outer-bin bound: half the outer width times the outer mass difference, each side."""
+    rng = np.random.default_rng(SEED + 3)
+    base = rng.normal(0.0, 1.0, N_BASE)
+    sd = base.std()
+    cur = rng.normal(0.5 * sd, 1.0, N_CUR)
+    edges, b, c = _binned(base, cur)
+    got = drift.wasserstein_from_counts(edges, b, c, base.min(), base.max(), sd)
+    raw = stats.wasserstein_distance(base, cur) / sd
+    dm_lo = abs(c[0] / c.sum() - b[0] / b.sum())
+    dm_hi = abs(c[-1] / c.sum() - b[-1] / b.sum())
+    outer = ((edges[0] - base.min()) * dm_lo + (base.max() - edges[-1]) * dm_hi) / 2 / sd
+    assert abs(got - raw) <= outer + 0.005
+
+
+def test_wasserstein_zero_for_identical_distributions(numeric):
+    base, _ = numeric[("lognormal", False)]
+    edges = fine_edges(base)
+    b = bin_counts(base, edges)
+    assert drift.wasserstein_from_counts(edges, b, b, base.min(), base.max(), base.std()) == 0.0
+    assert drift.wasserstein_from_counts(edges, b, 3 * b, base.min(), base.max(), base.std()) < 1e-12
+
+
+@pytest.mark.parametrize("scale", [0.0, -1.0, float("nan"), float("inf")])
+def test_wasserstein_unusable_scale_means_unscaled(scale):
+    assert drift.wasserstein_from_counts([1.0], [10, 0], [0, 7], 0.0, 2.0, scale) == pytest.approx(1.0)
+
+
+def test_wasserstein_rejects_inconsistent_edges():
+    with pytest.raises(ValueError, match="interior edges"):
+        drift.wasserstein_from_counts([1.0, 2.0], [1, 2], [2, 1], 0.0, 3.0, 1.0)
+    with pytest.raises(ValueError, match="sorted"):
+        drift.wasserstein_from_counts([2.0, 1.0], [1, 2, 3], [3, 2, 1], 0.0, 3.0, 1.0)
+    with pytest.raises(ValueError, match="lo must not exceed hi"):
+        drift.wasserstein_from_counts([1.0], [1, 2], [2, 1], 3.0, 0.0, 1.0)
+
+
+# --- sensitivity ------------------------------------------------------------------------------
+
+
+def test_sensitivity_half_std_shift_on_normal_data():
+    rng = np.random.default_rng(SEED + 4)
+    base = rng.normal(10.0, 2.0, N_BASE)
+    sd = base.std()
+    edges = fine_edges(base)
+    b = bin_counts(base, edges)
+    shifted = bin_counts(rng.normal(10.0 + 0.5 * sd, 2.0, N_CUR), edges)
+    same = bin_counts(rng.normal(10.0, 2.0, N_CUR), edges)
+
+    def w(c):
+        return drift.wasserstein_from_counts(edges, b, c, base.min(), base.max(), sd)
+
+    assert w(shifted) > 0.3
+    assert drift.psi(coarse(b), coarse(shifted)) > 0.15
+    assert w(same) < 0.06
+    assert drift.psi(coarse(b), coarse(same)) < 0.02
+
+
+# --- degenerate inputs ------------------------------------------------------------------------
+
+
+def _all_values(b, c) -> list[float]:
+    edges = np.arange(1, len(b), dtype=float)
+    return [
+        drift.psi(b, c),
+        drift.kl_divergence(b, c),
+        drift.js_distance(b, c),
+        *drift.ks_from_counts(b, c),
+        *drift.chi_square(b, c),
+        drift.wasserstein_from_counts(edges, b, c, 0.0, float(len(b)), 1.0),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("b", "c"),
+    [([5, 3, 2], [0, 0, 0]), ([0, 0, 0], [5, 3, 2]), ([0, 0, 0], [0, 0, 0])],
+    ids=["empty-current", "empty-baseline", "both-empty"],
+)
+def test_empty_side_gives_nan_without_warning(b, c):
+    values = _all_values(np.array(b), np.array(c))
+    assert all(isinstance(v, float) and math.isnan(v) for v in values)
+
+
+def test_all_mass_in_the_same_bin():
+    b, c = np.array([0, 0, 500, 0]), np.array([0, 0, 80, 0])
+    assert drift.psi(b, c) == 0.0
+    assert drift.kl_divergence(b, c) == 0.0
+    assert drift.js_distance(b, c) == 0.0
+    assert drift.ks_from_counts(b, c) == (0.0, 1.0)
+    # The EPS floor gives the empty bins a tiny expected count, so chi-square is just above 0.
+    shares = np.maximum(b / b.sum(), EPS)
+    expected = shares / shares.sum() * c.sum()
+    stat, p = drift.chi_square(b, c)
+    assert stat == pytest.approx(np.sum((c - expected) ** 2 / expected), rel=1e-12)
+    assert stat < 0.03 and p > 0.99
+    assert drift.wasserstein_from_counts([1.0, 2.0, 3.0], b, c, 0.0, 4.0, 1.0) == 0.0
+
+
+def test_all_mass_in_different_bins():
+    b, c = np.array([0, 0, 500, 0]), np.array([80, 0, 0, 0])
+    expected_psi = (1 - EPS) * math.log(1 / EPS) * 2
+    assert drift.psi(b, c) == pytest.approx(expected_psi, rel=1e-12)
+    assert drift.js_distance(b, c) == pytest.approx(1.0, abs=1e-12)
+    d, p = drift.ks_from_counts(b, c)
+    assert d == 1.0 and p < 1e-20
+    stat, p = drift.chi_square(b, c)
+    assert math.isfinite(stat) and p < 1e-20
+    # Uniform on [0, 1] against uniform on [2, 3].
+    assert drift.wasserstein_from_counts([1.0, 2.0, 3.0], b, c, 0.0, 4.0, 1.0) == pytest.approx(2.0)
+
+
+def test_single_bin():
+    assert drift.psi([7], [3]) == 0.0
+    assert drift.ks_from_counts([7], [3]) == (0.0, 1.0)
+    stat, p = drift.chi_square([7], [3])
+    assert stat == 0.0 and math.isnan(p)  # no degrees of freedom, as in scipy
+    assert drift.wasserstein_from_counts([], [7], [3], 1.0, 1.0, 0.0) == 0.0
+
+
+def test_one_record_each_side_has_a_finite_pvalue():
+    d, p = drift.ks_from_counts([1, 0], [0, 1])
+    assert d == 1.0 and p == pytest.approx(stats.kstwobign.sf(np.sqrt(0.5)), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "fn", [drift.psi, drift.kl_divergence, drift.js_distance, drift.ks_from_counts, drift.chi_square]
+)
+def test_length_mismatch_is_a_clear_error(fn):
+    with pytest.raises(ValueError, match=r"same number of bins, got 3 and 4"):
+        fn([1, 2, 3], [1, 2, 3, 4])
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ([1, -1, 3], "negative"),
+        ([1.0, float("nan"), 3.0], "NaN or infinite"),
+        ([], "no bins"),
+        ([[1, 2]], "1-D"),
+    ],
+)
+def test_malformed_counts_are_rejected(bad, message):
+    with pytest.raises(ValueError, match=message):
+        drift.psi(bad, bad)
+
+
+def test_accepts_lists_and_int_arrays_and_returns_python_floats():
+    b, c = [10, 20, 30], np.array([30, 20, 10], dtype=np.int32)
+    for value in _all_values(b, c):
+        assert type(value) is float and math.isfinite(value)
