@@ -78,6 +78,20 @@ class NumericProfile:
     def coarse_counts(self, fine: np.ndarray) -> np.ndarray:
         return np.add.reduceat(fine, self.coarse_starts, axis=-1)
 
+    @property
+    def support(self) -> tuple[float, float]:
+        """Where the open outer bins are taken to end for distances along the value axis.
+
+        Each outer bin is bounded by the training min/max, but no wider than its neighbouring
+        bin: with heavy tails the extremes are far away, and spreading 1 % of the mass out to
+        them would turn sampling noise in the tails into a large Wasserstein distance.
+        """
+        if self.edges.size < 2:
+            return self.min, self.max
+        lo = max(self.min, self.edges[0] - (self.edges[1] - self.edges[0]))
+        hi = min(self.max, self.edges[-1] + (self.edges[-1] - self.edges[-2]))
+        return float(lo), float(hi)
+
     def coarse_labels(self) -> list[str]:
         """Readable, sortable labels: ``03 (12.3, 20.1]``."""
         bounds = np.concatenate(([-np.inf], self.edges, [np.inf]))
@@ -289,7 +303,7 @@ def reference_quality(target: pd.Series, prediction: pd.Series, task: str) -> di
     predicted = [category_key(v) for v in prediction[keep]]
     classes = sorted(set(actual) | set(predicted))
     index = {c: i for i, c in enumerate(classes)}
-    confusion = performance.confusion_matrix(
+    confusion = performance.confusion_counts(
         np.array([index[a] for a in actual]), np.array([index[p] for p in predicted]), len(classes))
     metrics = performance.classification_metrics(confusion, classes)
     return {k: float(v) for k, v in metrics.items() if k in ("accuracy", "precision", "recall", "f1")}

@@ -150,14 +150,14 @@ class Traffic:
 
 def run_demo(port: int = 8000, rate: float = 100.0, drift_after: float = 120.0, duration: float | None = None,
              host: str = "127.0.0.1") -> None:
-    from exporter.server import build_server
+    from exporter.server import build_server, run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service = Service(demo_config(port, host), {MODEL: demo_baseline()})
     server = build_server(service)
     service.start()
     base = f"http://{host}:{server.effective_port}"
-    thread = threading.Thread(target=server.run, name="mlmon-http", daemon=True)
+    thread = threading.Thread(target=run_server, args=(server,), name="mlmon-http", daemon=True)
     thread.start()
     client = MlmonClient(base, MODEL, "v1", flush_interval=0.5)
     traffic = Traffic(client, rate, drift_after)

@@ -231,7 +231,8 @@ class ModelMonitor:
                 stats.last_seen = now
                 for key, count in classes.items():
                     stats.classes[self._class_label(key, stats)] += count
-        problems = dict(zip(QUALITY_CHECKS, quality.sum(axis=0).tolist(), strict=True))
+        feature_rows = quality[:len(self.baseline.features)]  # the prediction, last, is not a feature
+        problems = dict(zip(QUALITY_CHECKS, feature_rows.sum(axis=0).tolist(), strict=True))
         problems["unknown_features"] = unknown_values
         return IngestResult(accepted=n, rejected=batch.rejected, problems=problems)
 
@@ -296,8 +297,8 @@ class ModelMonitor:
             elif method == "chi2":
                 scores[method], pvalues[method] = drift.chi_square(base_fine, current)
             elif method == "wasserstein" and isinstance(profile, NumericProfile):
-                scores[method] = drift.wasserstein_from_counts(
-                    profile.edges, base_fine, current, profile.min, profile.max, profile.std)
+                lo, hi = profile.support
+                scores[method] = drift.wasserstein_from_counts(profile.edges, base_fine, current, lo, hi, profile.std)
         if detection in PVALUE_METHODS:
             detected = bool(pvalues[detection] < thresholds[detection])
         else:

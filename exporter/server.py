@@ -9,6 +9,7 @@ feature values.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import os
 from typing import Any
@@ -59,7 +60,13 @@ def create_app(service: Service, token: str | None = None) -> Flask:
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            raise PayloadError("$", f"malformed JSON: {exc}") from None
+            error = exc
+        try:
+            # Python's json module writes NaN/Infinity by default; accept them so those values
+            # are counted as missing instead of losing the whole batch.
+            return json.loads(raw)
+        except (ValueError, RecursionError):
+            raise PayloadError("$", f"malformed JSON: {error}") from None
 
     @app.post("/v1/predictions")
     def predictions() -> Response:
@@ -136,9 +143,20 @@ def build_server(service: Service, app: Flask | None = None) -> Any:
     cfg = service.config.server
     return create_server(
         app, host=cfg.host, port=cfg.port, threads=cfg.threads,
-        # Bodies are bounded by Flask's limit (JSON 413); keep them in memory rather than spooling to disk.
-        max_request_body_size=cfg.max_body_bytes + 1024, inbuf_overflow=cfg.max_body_bytes + 1024,
+        # Flask enforces max_body_bytes with a JSON 413 that is counted; waitress's own, larger
+        # cap only stops abuse that would otherwise be buffered whole.
+        max_request_body_size=4 * cfg.max_body_bytes + (1 << 20), inbuf_overflow=cfg.max_body_bytes + 1024,
         ident="mlmon", clear_untrusted_proxy_headers=True)
+
+
+def run_server(server: Any) -> None:
+    """Serve until ``server.close()`` is called from another thread."""
+    try:
+        server.run()
+    except OSError:
+        # close() from another thread invalidates the sockets under select(); that is the stop.
+        if server.socket is not None and server.socket.fileno() != -1:
+            raise
 
 
 def serve(service: Service, app: Flask | None = None) -> None:
@@ -147,7 +165,7 @@ def serve(service: Service, app: Flask | None = None) -> None:
     service.start()
     log.info("mlmon listening on http://%s:%s", service.config.server.host, server.effective_port)
     try:
-        server.run()
+        run_server(server)
     finally:
         service.stop()
         server.close()
