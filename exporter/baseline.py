@@ -222,6 +222,7 @@ def build_baseline(
     *,
     prediction: str | None = None,
     target: str | None = None,
+    confidence: str | None = None,
     categorical: tuple[str, ...] = (),
     numeric: tuple[str, ...] = (),
     exclude: tuple[str, ...] = (),
@@ -237,7 +238,7 @@ def build_baseline(
     """
     if df.empty:
         raise BaselineError("data: the training data has no rows")
-    for col, role in [(prediction, "prediction"), (target, "target"),
+    for col, role in [(prediction, "prediction"), (target, "target"), (confidence, "confidence"),
                       *((c, "categorical") for c in categorical), *((c, "numeric") for c in numeric)]:
         if col is not None and col not in df.columns:
             columns = ", ".join(map(str, df.columns))
@@ -246,7 +247,9 @@ def build_baseline(
         raise BaselineError(f"categorical: {sorted(set(categorical) & set(numeric))} also forced numeric")
     if fine_bins < coarse_bins or coarse_bins < 2:
         raise BaselineError("fine_bins: must be at least coarse_bins, and coarse_bins at least 2")
-    skip = {prediction, target, *exclude}
+    if confidence is not None and (prediction is None or target is None):
+        raise BaselineError("confidence: needs --prediction and --target to learn the calibration")
+    skip = {prediction, target, confidence, *exclude}
     features: dict[str, FeatureProfile] = {}
     for col in df.columns:
         name = str(col)
@@ -276,9 +279,12 @@ def build_baseline(
             classes = tuple(sorted({k for k in map(category_key, pred) if k is not None}))
         if target is not None:
             quality = reference_quality(df[target], pred, task)
+    calibration = None
+    if confidence is not None and task == "classification":
+        calibration = _calibration(df[confidence], df[target], df[prediction])
     return Baseline(
         model=model, task=task or "classification", features=features, prediction=pred_profile,
-        classes=classes, reference_quality=quality, n_rows=len(df),
+        classes=classes, reference_quality=quality, calibration=calibration, n_rows=len(df),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
 
@@ -286,6 +292,20 @@ def build_baseline(
 def _all_integral(series: pd.Series) -> bool:
     values = series.dropna().to_numpy(dtype=np.float64)
     return bool(np.all(values == np.round(values)))
+
+
+def _calibration(confidence: pd.Series, target: pd.Series, prediction: pd.Series) -> dict[str, list[float]]:
+    """Confidence → observed accuracy on the baseline, so the label-free estimate is honest
+    for a model that is over- or under-confident."""
+    from exporter import performance
+
+    conf = pd.to_numeric(confidence, errors="coerce").to_numpy(dtype=np.float64)
+    keep = np.isfinite(conf) & target.notna().to_numpy() & prediction.notna().to_numpy()
+    if keep.sum() < 100:
+        raise BaselineError("confidence: needs at least 100 rows with confidence, prediction and target")
+    correct = np.array([category_key(a) == category_key(p) for a, p in zip(target[keep], prediction[keep],
+                                                                              strict=True)])
+    return performance.fit_calibration(conf[keep], correct).to_dict()
 
 
 def reference_quality(target: pd.Series, prediction: pd.Series, task: str) -> dict[str, float]:

@@ -56,7 +56,8 @@ def _cmd_baseline(args: argparse.Namespace) -> int:
     try:
         df = read_table(args.data)
         baseline = build_baseline(
-            df, args.model, prediction=args.prediction, target=args.target, categorical=_names(args.categorical),
+            df, args.model, prediction=args.prediction, target=args.target, confidence=args.confidence,
+            categorical=_names(args.categorical),
             numeric=_names(args.numeric), exclude=_names(args.exclude), task=args.task,
             fine_bins=args.fine_bins, coarse_bins=args.coarse_bins, top_k=args.top_k)
         baseline.save(args.output)
@@ -97,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--prediction", help="column holding the model's prediction")
     p.add_argument("--target", help="column holding the true label (stores reference quality)")
+    p.add_argument("--confidence", help="column with the probability of the predicted class (calibrates the "
+                   "label-free accuracy estimate; needs --prediction and --target)")
     p.add_argument("--categorical", default="", help="comma-separated columns to force categorical")
     p.add_argument("--numeric", default="", help="comma-separated columns to force numeric")
     p.add_argument("--exclude", default="", help="comma-separated columns to leave out (ids, timestamps)")

@@ -8,6 +8,7 @@ visibly move.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
@@ -18,7 +19,16 @@ import pandas as pd
 
 from exporter.baseline import Baseline, build_baseline
 from exporter.client import MlmonClient
-from exporter.config import Config, ModelConfig, ServerConfig, SLOConfig, WindowConfig
+from exporter.config import (
+    Config,
+    FairnessConfig,
+    LabelsConfig,
+    ModelConfig,
+    QualityThreshold,
+    ServerConfig,
+    SLOConfig,
+    WindowConfig,
+)
 from exporter.service import Service
 
 MODEL = "churn"
@@ -82,10 +92,11 @@ def predict(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 def demo_baseline(seed: int = 7, n: int = 20_000) -> Baseline:
     rng = np.random.default_rng(seed)
     train = simulate_customers(n, rng)
-    _, pred = predict(train)
+    proba, pred = predict(train)
     train["prediction"] = pred
+    train["confidence"] = np.maximum(proba, 1 - proba)
     train["churned"] = np.where(rng.random(n) < true_churn_probability(train, None), "churn", "stay")
-    return build_baseline(train, MODEL, prediction="prediction", target="churned")
+    return build_baseline(train, MODEL, prediction="prediction", target="churned", confidence="confidence")
 
 
 def demo_config(port: int, host: str = "127.0.0.1") -> Config:
@@ -93,17 +104,27 @@ def demo_config(port: int, host: str = "127.0.0.1") -> Config:
     model = ModelConfig(
         name=MODEL, task="classification", positive_class="churn", window=window,
         slos=(SLOConfig("latency", "latency", 0.99, threshold_seconds=0.1),
-              SLOConfig("availability", "availability", 0.995)),
+              SLOConfig("availability", "availability", 0.995),
+              SLOConfig("correctness", "correctness", 0.75)),
+        quality_thresholds={"accuracy": QualityThreshold(baseline_offset=-0.05),
+                            "f1": QualityThreshold(baseline_offset=-0.1)},
+        labels=LabelsConfig(ttl_seconds=3600, max_pending=200_000, stale_after_seconds=120),
+        fairness=FairnessConfig(attributes=("age_band", "region"), min_samples=50, threshold=0.15),
     )
     return Config(server=ServerConfig(listen=f"{host}:{port}"), defaults=window, models=(model,))
 
 
 class Traffic:
-    """Sends simulated predictions at ``rate`` records/s until stopped."""
+    """Sends simulated predictions at ``rate`` records/s and their true labels later.
+
+    Label delay is exponential with mean ``label_delay`` seconds; 10 % of labels never come.
+    """
 
     def __init__(self, client: MlmonClient, rate: float, drift_after: float, seed: int = 11,
-                 plan: DriftPlan | None = None) -> None:
+                 plan: DriftPlan | None = None, label_delay: float = 10.0) -> None:
         self.client = client
+        self.label_delay = label_delay
+        self._labels: list[tuple[float, str, str]] = []
         self.rate = rate
         self.drift_after = drift_after
         self.plan = plan or DriftPlan()
@@ -131,11 +152,18 @@ class Traffic:
             n = self.rng.poisson(self.rate * tick)
             if n:
                 self.send(n)
+            now = time.monotonic()
+            while self._labels and self._labels[0][0] <= now:
+                _, id_, label = heapq.heappop(self._labels)
+                self.client.label(id_, label)
 
     def send(self, n: int) -> None:
         plan = self.plan if self.drifting else None
         df = simulate_customers(n, self.rng, plan)
         proba, _ = predict(df)
+        truth = np.where(self.rng.random(n) < true_churn_probability(df, plan), "churn", "stay")
+        due = time.monotonic() + self.rng.exponential(self.label_delay, n)
+        arrives = self.rng.random(n) >= 0.1
         latency = self.rng.lognormal(np.log(0.02), 0.6, n)
         errors = self.rng.random(n) < 0.002
         ages = df["age"].to_numpy()
@@ -145,6 +173,8 @@ class Traffic:
                 row, {"churn": float(proba[i]), "stay": float(1 - proba[i])},
                 latency_seconds=float(latency[i]), id=f"demo-{self.sent + i}", error=bool(errors[i]),
                 groups={"age_band": str(bands[i]), "region": row["region"]})
+            if arrives[i]:
+                heapq.heappush(self._labels, (float(due[i]), f"demo-{self.sent + i}", str(truth[i])))
         self.sent += n
 
 
@@ -167,7 +197,8 @@ mlmon demo: a simulated churn model sends ~{rate:g} predictions/s to the sidecar
   metrics:        curl {base}/metrics
   model status:   curl {base}/v1/models
   drift gauges:   curl -s {base}/metrics | grep mlmon_feature_drift_score
-Drift starts in {drift_after:g} s (monthly_charges, support_calls, contract). Ctrl-C to stop.
+Labels follow ~10 s after each prediction. Drift starts in {drift_after:g} s: monthly_charges,
+support_calls and contract shift, and churn behaviour changes, so accuracy drops. Ctrl-C to stop.
 """, flush=True)
     try:
         if duration is None:

@@ -10,12 +10,14 @@ import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.baseline import PREDICTION
+from exporter.baseline import OTHER, PREDICTION
 from exporter.monitor import QUALITY_CHECKS, ModelMonitor
+from exporter.outcomes import LABEL_DELAY_BUCKETS
 
 _QUALITY_METRICS = {
     "missing": ("mlmon_feature_missing", "Values that were missing, null, NaN or infinite."),
@@ -29,6 +31,76 @@ _DQ_THRESHOLDS = {"missing": "max_missing_ratio", "unexpected_category": "max_un
 
 def _finite(value: float) -> bool:
     return value is not None and math.isfinite(value)
+
+
+def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
+    """Label join, confusion counts, quality, estimate and fairness of one model."""
+    outcomes = monitor.outcomes
+    if not outcomes.enabled:
+        return
+    m = monitor.name
+    counters, pending = outcomes.snapshot()
+    f.counter("mlmon_labels", "Labels joined to a prediction.", ["model"], [m], counters.labels)
+    f.counter("mlmon_labels_unmatched", "Labels with no pending prediction (unknown, expired or evicted id).",
+              ["model"], [m], counters.unmatched)
+    f.counter("mlmon_labels_duplicate", "Labels for a prediction that was already labelled.", ["model"], [m],
+              counters.duplicates)
+    for reason, count in (("ttl", counters.expired_ttl), ("capacity", counters.evicted_capacity)):
+        f.counter("mlmon_labels_expired", "Pending predictions dropped before their label came.",
+                  ["model", "reason"], [m, reason], count)
+    f.gauge("mlmon_labels_pending", "Predictions waiting for their label.", ["model"], [m], pending)
+    cumulative, buckets = 0, []
+    for le, count in zip([*LABEL_DELAY_BUCKETS, math.inf], counters.delay_buckets.tolist(), strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if le == math.inf else repr(le), cumulative))
+    f.get(HistogramMetricFamily, "mlmon_label_delay_seconds", "Time from prediction to its label.",
+          ["model"]).add_metric([m], buckets, counters.delay_sum)
+    if counters.last_label:
+        f.gauge("mlmon_last_label_timestamp_seconds", "Unix time the last label was joined.", ["model"], [m],
+                counters.last_label)
+    f.gauge("mlmon_labels_stale_after_seconds", "Configured time without labels before the feed counts as stale.",
+            ["model"], [m], monitor.config.labels.stale_after_seconds)
+    names = [*outcomes.classes, OTHER]
+    for version, conf in sorted(counters.confusion.items()):
+        for a, p in zip(*np.nonzero(conf), strict=True):
+            f.counter("mlmon_confusion", "Joined outcomes by actual and predicted class (mergeable).",
+                      ["model", "version", "actual", "predicted"], [m, version, names[a], names[p]], int(conf[a, p]))
+    for metric, value in sorted(monitor.baseline.reference_quality.items()):
+        f.gauge("mlmon_model_quality_baseline", "Model quality on the baseline data.", ["model", "metric"],
+                [m, metric], value)
+    for metric, value in sorted(outcomes.thresholds(monitor.baseline).items()):
+        f.gauge("mlmon_model_quality_threshold",
+                "Alert threshold: below it for accuracy/precision/recall/f1, above it for error metrics.",
+                ["model", "metric"], [m, metric], value)
+    if outcomes.attributes:
+        f.gauge("mlmon_fairness_gap_threshold", "Configured alert threshold for fairness gaps.", ["model", "metric"],
+                [m, "demographic_parity_difference"], monitor.config.fairness.threshold)
+        f.gauge("mlmon_fairness_gap_threshold", "", ["model", "metric"],
+                [m, "equal_opportunity_difference"], monitor.config.fairness.threshold)
+    q = outcomes.evaluation
+    if q is None:
+        return
+    for version, values in sorted(q.per_version.items()):
+        f.gauge("mlmon_quality_window_labels", "Labelled predictions in the quality window.", ["model", "version"],
+                [m, version], q.labelled[version])
+        for metric, value in sorted(values.items()):
+            if _finite(value):
+                f.gauge("mlmon_model_quality", "Model quality over the window, from joined labels.",
+                        ["model", "version", "metric"], [m, version, metric], value)
+    for version, classes in sorted(q.per_class.items()):
+        for cls, values in sorted(classes.items()):
+            for metric, value in sorted(values.items()):
+                if _finite(value):
+                    f.gauge("mlmon_model_class_quality", "Per-class precision, recall and F1 over the window.",
+                            ["model", "version", "class", "metric"], [m, version, cls, metric], value)
+    if _finite(q.estimated_accuracy):
+        f.gauge("mlmon_model_quality_estimated", "Label-free estimate from the predicted-class probability.",
+                ["model", "metric"], [m, "accuracy"], q.estimated_accuracy)
+    for attribute, gaps in sorted(q.fairness.items()):
+        for metric, value in sorted(gaps.items()):
+            if _finite(value):
+                f.gauge("mlmon_fairness_gap", "Max minus min rate across groups with enough samples.",
+                        ["model", "attribute", "metric"], [m, attribute, metric], value)
 
 
 class MlmonCollector(Collector):
@@ -164,8 +236,16 @@ def _render(monitor: ModelMonitor, f: _Families) -> None:
             if fd.detected is not None:
                 f.gauge("mlmon_feature_drift_detected", "1 if the feature's drift is over its threshold.",
                         mf, [m, fd.feature], int(fd.detected))
+    _render_outcomes(monitor, f)
+    if ev is not None and math.isfinite(ev.health):
+        f.gauge("mlmon_model_health_score", "Composite health in [0, 1]; see the README for the formula.",
+                ["model"], [m], ev.health)
+        for component, value in sorted(ev.health_components.items()):
+            f.gauge("mlmon_model_health_component", "Inputs of the health score, each in [0, 1].",
+                    ["model", "component"], [m, component], value)
+    correctness = monitor.outcomes.snapshot()[0].slo
     for slo in cfg.slos:
-        events, bad = snap.slo.get(slo.name, (0, 0))
+        events, bad = correctness.get(slo.name) or snap.slo.get(slo.name, (0, 0))
         ms = ["model", "slo"]
         f.counter("mlmon_slo_events", "SLI events counted for the SLO.", ms, [m, slo.name], events)
         f.counter("mlmon_slo_bad_events", "SLI events that missed the SLO.", ms, [m, slo.name], bad)

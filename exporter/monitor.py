@@ -21,6 +21,7 @@ from exporter import drift
 from exporter.baseline import PREDICTION, Baseline, CategoricalProfile, FeatureProfile, NumericProfile, category_key
 from exporter.batch import Batch, Rejection
 from exporter.config import PVALUE_METHODS, ModelConfig
+from exporter.outcomes import LabelResult, OutcomeTracker, QualityEvaluation, meets
 from exporter.quality import encode
 from exporter.window import BucketRing
 
@@ -30,6 +31,7 @@ QUALITY_CHECKS = ("missing", "type_errors", "out_of_range", "unexpected")
 MAX_CLASSES = 100
 """Cap on distinct predicted-class label values when the baseline does not fix the classes."""
 MAX_UNKNOWN_NAMES = 50
+HEALTH_WEIGHTS = {"quality": 0.4, "drift": 0.3, "data_quality": 0.15, "slo": 0.15}
 
 
 class MonitorError(ValueError):
@@ -62,6 +64,9 @@ class Evaluation:
     samples: int
     min_samples: int
     features: tuple[FeatureDrift, ...]
+    quality: QualityEvaluation | None = None
+    health: float = float("nan")
+    health_components: dict[str, float] = field(default_factory=dict)
 
     @property
     def drifted(self) -> tuple[str, ...]:
@@ -116,9 +121,16 @@ class ModelMonitor:
         sizes = np.array([p.n_bins for p in self.profiles], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(sizes)))
         self._records_slot = int(self.offsets[-1])
+        # After the records slot: window sums of data-quality problems, then (events, bad) per
+        # request SLO; the health score reads them as rates over the window.
+        self._dq_slot = self._records_slot + 1
+        self._slo_slot = self._dq_slot + len(QUALITY_CHECKS)
+        self._window_slos = [s for s in config.slos if s.type in ("latency", "availability")]
+        width = self._slo_slot + 2 * len(self._window_slos)
         win = config.window
         now = clock()
-        self._window = BucketRing(self._records_slot + 1, win.n_buckets, win.bucket_seconds, now)
+        self._window = BucketRing(width, win.n_buckets, win.bucket_seconds, now)
+        self.outcomes = OutcomeTracker(config, baseline, now)
         self._cumulative = np.zeros(self._records_slot, dtype=np.int64)
         self._quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
         self._unknown_features = 0
@@ -194,7 +206,8 @@ class ModelMonitor:
         unknown = [name for name in batch.features if name not in self.feature_index]
         unknown_values = sum(sum(v is not None for v in batch.features[name]) for name in unknown)
         parts.append(np.full(n, self._records_slot, dtype=np.int64))
-        vector = np.bincount(np.concatenate(parts), minlength=self._records_slot + 1)
+        vector = np.bincount(np.concatenate(parts), minlength=self._window.width)
+        vector[self._dq_slot:self._slo_slot] = quality[:len(self.baseline.features)].sum(axis=0)
 
         latency = batch.latency_seconds
         reported = latency[np.isfinite(latency)]
@@ -202,13 +215,18 @@ class ModelMonitor:
                                  minlength=self._latency_bounds.size + 1)
         errors = int(np.count_nonzero(batch.error))
         slo_add = self._slo_events(batch, reported)
+        for j, slo in enumerate(self._window_slos):
+            vector[self._slo_slot + 2 * j:self._slo_slot + 2 * j + 2] = slo_add[slo.name]
+        if pred_keys is not None:
+            self.outcomes.observe(batch.ids, batch.version, pred_keys, self.outcomes.probabilities(batch.predictions),
+                                  batch.groups, now)
         classes: Counter[str] = Counter()
         if pred_keys is not None and self.baseline.task != "regression":
             classes.update(k for k in pred_keys if k is not None)
 
         with self._lock:
             self._window.add(now, vector)
-            self._cumulative += vector[:-1]
+            self._cumulative += vector[:self._records_slot]
             self._quality += quality
             self._unknown_features += unknown_values
             for name in unknown:
@@ -245,6 +263,13 @@ class ModelMonitor:
                 out[slo.name] = (reported_latency.size, int(np.count_nonzero(reported_latency > slo.threshold_seconds)))
         return out
 
+    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float | None = None) -> LabelResult:
+        """Join ground truth to pending predictions; invalid labels are refused alone."""
+        result = self.outcomes.ingest_labels(ids, labels, self.clock() if now is None else now)
+        if result.rejected:
+            self.count_rejected("invalid_label", len(result.rejected))
+        return result
+
     def count_rejected(self, reason: str, count: int = 1) -> None:
         """Records refused before they reached a batch (oversized body, unknown model, ...)."""
         with self._lock:
@@ -267,11 +292,44 @@ class ModelMonitor:
         for i, profile in enumerate(self.profiles):
             current = counts[self.offsets[i]:self.offsets[i + 1]]
             results.append(self._feature_drift(profile, current, min_samples))
+        quality = self.outcomes.evaluate(now) if self.outcomes.enabled else None
+        components = self._health_components(counts, results, quality)
+        weight = sum(HEALTH_WEIGHTS[k] for k in components)
+        health = sum(HEALTH_WEIGHTS[k] * v for k, v in components.items()) / weight if weight else float("nan")
         evaluation = Evaluation(
             timestamp=now, duration_seconds=time.perf_counter() - started,
-            samples=int(counts[self._records_slot]), min_samples=min_samples, features=tuple(results))
+            samples=int(counts[self._records_slot]), min_samples=min_samples, features=tuple(results),
+            quality=quality, health=health, health_components=components)
         self._evaluation = evaluation
         return evaluation
+
+    def _health_components(self, counts: np.ndarray, drifts: list[FeatureDrift],
+                           quality: QualityEvaluation | None) -> dict[str, float]:
+        """Each input of the health score in [0, 1]; an input without data is left out (README)."""
+        out: dict[str, float] = {}
+        thresholds = self.outcomes.thresholds(self.baseline)
+        if quality is not None and quality.labelled and thresholds:
+            latest = max(quality.labelled, key=quality.labelled.__getitem__)
+            values = quality.per_version[latest]
+            checks = [meets(m, values[m], t) for m, t in thresholds.items() if np.isfinite(values.get(m, np.nan))]
+            if checks:
+                out["quality"] = sum(checks) / len(checks)
+        features = [d for d in drifts if d.feature != PREDICTION and d.detected is not None]
+        if features:
+            out["drift"] = 1 - sum(d.detected for d in features) / len(features)
+        records = counts[self._records_slot]
+        if records:
+            rate = counts[self._dq_slot:self._slo_slot].sum() / (records * max(1, len(self.baseline.features)))
+            out["data_quality"] = float(1 - min(1.0, rate / self.config.data_quality.max_missing_ratio))
+        burns = []
+        for j, slo in enumerate(self._window_slos):
+            events, bad = counts[self._slo_slot + 2 * j:self._slo_slot + 2 * j + 2]
+            if events:
+                burns.append(bad / events / (1 - slo.objective))
+        if burns:
+            # 1 while the error budget burns no faster than sustainable, 0 at a 10x burn rate.
+            out["slo"] = float(np.mean([np.clip(1 - (b - 1) / 9, 0, 1) for b in burns]))
+        return out
 
     def _feature_drift(self, profile: FeatureProfile, current: np.ndarray, min_samples: int) -> FeatureDrift:
         cfg = self.config.drift
@@ -347,4 +405,10 @@ class ModelMonitor:
             },
             "rejected": snap.rejected,
             "unknown_features": self.unknown_feature_names,
+            "labels": None if not self.outcomes.enabled else {
+                "pending": len(self.outcomes.store), "joined": self.outcomes.counters.labels,
+                "unmatched": self.outcomes.counters.unmatched},
+            "quality": None if ev is None or ev.quality is None else ev.quality.per_version,
+            "estimated_accuracy": None if ev is None or ev.quality is None else ev.quality.estimated_accuracy,
+            "health": None if ev is None else {"score": ev.health, "components": ev.health_components},
         }

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.batch import PayloadError
+from exporter.formats import decode_event
 from exporter.formats.native import parse_predictions
 from exporter.service import Service
 
@@ -87,6 +88,60 @@ def create_app(service: Service, token: str | None = None) -> Flask:
         status = 422 if result.rejected and not result.accepted else 200
         return _json({"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
                       "data_quality": result.problems}, status)
+
+    @app.post("/v1/labels")
+    def labels() -> Response:
+        try:
+            data = _body()
+            if not isinstance(data, dict):
+                raise PayloadError("$", "must be a JSON object")
+            model = data.get("model")
+            if not isinstance(model, str) or not model:
+                raise PayloadError("model", "is required")
+            if "labels" in data:
+                items = data["labels"]
+                if not isinstance(items, list):
+                    raise PayloadError("labels", "must be a list of {id, label}")
+            elif "id" in data:
+                items = [{"id": data.get("id"), "label": data.get("label")}]
+            else:
+                raise PayloadError("labels", "is required (or a single 'id' and 'label')")
+        except PayloadError as exc:
+            service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
+            return _error(400, str(exc), field=exc.field)
+        monitor = service.monitor(model)
+        if monitor is None:
+            service.count_unattributed("unknown_model", len(items))
+            return _error(404, f"unknown model {model!r}; configured models: {', '.join(service.monitors)}",
+                          field="model", models=list(service.monitors))
+        ids, values, rejected = [], [], []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or "id" not in item or "label" not in item:
+                rejected.append({"index": i, "field": f"labels[{i}]", "reason": "must be an object with id and label"})
+                ids.append(None)
+                values.append(None)
+                continue
+            ids.append(item["id"])
+            values.append(item["label"])
+        if rejected:
+            monitor.count_rejected("invalid_label", len(rejected))
+        skip = {r["index"] for r in rejected}
+        keep = [i for i in range(len(items)) if i not in skip]
+        result = monitor.ingest_labels([ids[i] for i in keep], [values[i] for i in keep])
+        rejected += [{**r, "index": keep[r["index"]], "field": r["field"].replace(
+            f"labels[{r['index']}]", f"labels[{keep[r['index']]}]")} for r in result.rejected]
+        return _json({"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
+                      "rejected": sorted(rejected, key=lambda r: r["index"])})
+
+    @app.post("/v1/events")
+    def events() -> Response:
+        try:
+            event = decode_event(dict(request.headers), request.get_data(cache=False))
+            batches = service.joiner.add(event)
+        except PayloadError as exc:
+            service.count_unattributed("invalid_event")
+            return _error(400, str(exc), field=exc.field)
+        return _json({"ingested": service.ingest_batches(batches), "pending": service.joiner.pending}, 202)
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from exporter.baseline import Baseline, load_baseline
+from exporter.batch import Batch
 from exporter.config import Config, ModelConfig
+from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
 
@@ -35,6 +37,7 @@ class Service:
             baseline = (baselines or {}).get(model.name) or self._load(model)
             self.monitors[model.name] = ModelMonitor(model, baseline, clock)
         self._unattributed: Counter[tuple[str, str]] = Counter()
+        self.joiner = EventJoiner(feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -51,6 +54,17 @@ class Service:
 
     def monitor(self, name: str) -> ModelMonitor | None:
         return self.monitors.get(name)
+
+    def ingest_batches(self, batches: list[Batch]) -> int:
+        """Hand joined CloudEvent batches to their monitors; returns records ingested."""
+        ingested = 0
+        for batch in batches:
+            monitor = self.monitors.get(batch.model)
+            if monitor is None:
+                self.count_unattributed("unknown_model", batch.size)
+                continue
+            ingested += monitor.ingest(batch).accepted
+        return ingested
 
     def count_unattributed(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -88,7 +102,11 @@ class Service:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            wait = self.evaluate_due()
+            try:
+                self.ingest_batches(self.joiner.flush())  # requests whose response never came
+            except Exception:
+                log.exception("flushing unanswered inference events failed")
+            wait = min(self.evaluate_due(), self.joiner.ttl / 4)
             self._wake.wait(wait)
             self._wake.clear()
 

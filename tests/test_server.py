@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from conftest import make_config, serve
@@ -201,3 +202,35 @@ def test_bearer_token_is_required_when_configured(small_baseline):
         assert server.post("/v1/predictions", body, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert server.post("/v1/predictions", body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert server.get("/metrics").status_code == 200
+
+
+def test_kserve_cloudevents_are_joined_and_ingested(tmp_path):
+    from test_formats import fixture
+
+    from exporter.baseline import build_baseline
+    from exporter.config import ModelConfig
+
+    rng = np.random.default_rng(0)
+    names = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    train = pd.DataFrame({n: rng.normal(4, 1, 500) for n in names})
+    train["pred"] = rng.choice([0, 1, 2], 500)
+    baseline = build_baseline(train, "sklearn-iris", prediction="pred", categorical=("pred",))
+    config = make_config(ModelConfig(name="sklearn-iris", feature_names=names))
+    request = fixture("kserve/v1_request_body.json").read_bytes()
+    response = fixture("kserve/v1_response_body.json").read_bytes()
+    headers = {"ce-specversion": "1.0", "ce-id": "5bb2e4f5-10ca-4bbc-9c9b-3c9fcc0b2ae6",
+               "ce-source": "http://localhost:9081/", "ce-inferenceservicename": "sklearn-iris",
+               "Content-Type": "application/json"}
+    for server in serve(Service(config, {"sklearn-iris": baseline})):
+        first = requests.post(server.url + "/v1/events", data=request, timeout=5, headers={
+            **headers, "ce-type": "org.kubeflow.serving.inference.request"})
+        assert first.status_code == 202 and first.json() == {"ingested": 0, "pending": 1}
+        second = requests.post(server.url + "/v1/events", data=response, timeout=5, headers={
+            **headers, "ce-type": "org.kubeflow.serving.inference.response"})
+        assert second.json()["ingested"] == 2
+        assert metric(server, "mlmon_predictions_total", model="sklearn-iris") == 2
+        assert metric(server, "mlmon_prediction_class_total", model="sklearn-iris", **{"class": "1"}) == 2
+        assert metric(server, "mlmon_unknown_features_total", model="sklearn-iris") == 0
+        bad = requests.post(server.url + "/v1/events", data=b"{}", timeout=5,
+                            headers={**headers, "ce-type": "com.example.other"})
+        assert bad.status_code == 400 and bad.json()["field"] == "ce-type"
