@@ -1,0 +1,842 @@
+#!/usr/bin/env python3
+"""Generate mlmon's Grafana dashboards as reviewable, deterministic JSON.
+
+    python grafana/build_dashboards.py           # (re)write grafana/dashboards/*.json
+    python grafana/build_dashboards.py --check   # exit 1 if the committed JSON is out of date
+
+Four dashboards, linked to each other, all reading the metric contract of DESIGN.md:
+
+* ``mlmon-overview`` — executive: one row per model (repeated over ``$model``).
+* ``mlmon-service``  — on-call: latency vs SLO, traffic, errors, burn rates, alerts, freshness.
+* ``mlmon-drift``    — debug: drift per feature, distributions now vs baseline, data quality.
+* ``mlmon-quality``  — model quality vs baseline and threshold, confusion matrix, labels, fairness.
+
+Conventions (enforced by ``tests/test_dashboards.py``): a ``datasource`` variable, ``model`` /
+``version`` variables from ``label_values()``, counters only inside ``rate()`` / ``increase()``
+over ``$__rate_interval`` (``$__range`` for whole-range totals, fixed SLO windows for burn
+rates), a unit and a description on every panel, ids and grid positions assigned here in
+order, keys sorted. Only the standard library is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "dashboards"
+
+SCHEMA_VERSION = 39
+DS = {"type": "prometheus", "uid": "${datasource}"}
+RI = "$__rate_interval"
+RANGE = "$__range"
+TAGS = ["mlmon"]
+ALERTS = 'ALERTS{alertname=~"Mlmon.*", alertstate="firing"'
+
+# Label matchers shared by the queries below.
+M = 'model=~"$model"'
+# Alerts about mlmon itself (e.g. a sidecar down) carry no model label: show them with every model.
+ALERT_M = 'model=~"$model|"'
+MV = 'model=~"$model", version=~"$version"'
+
+# Units: Grafana ids, or custom "suffix:" units (value + suffix, no SI scaling).
+PRED_S = "suffix: pred/s"
+REC_S = "suffix: rec/s"
+LABELS_S = "suffix: labels/s"
+TIMES = "suffix:x"  # burn rate: multiples of the budget-neutral rate
+
+# Colours (Grafana palette names).
+GREEN, YELLOW, ORANGE, RED, BLUE, GREY = "green", "yellow", "orange", "red", "blue", "text"
+
+DASHBOARDS = {
+    "overview": ("mlmon-overview", "mlmon / Overview"),
+    "service": ("mlmon-service", "mlmon / Service"),
+    "drift": ("mlmon-drift", "mlmon / Drift"),
+    "quality": ("mlmon-quality", "mlmon / Quality"),
+}
+
+# SLO burn-rate policy of DESIGN.md: (long window, short window, burn-rate factor, severity).
+BURN_POLICY = [("1h", "5m", 14.4, "page"), ("6h", "30m", 6, "page"), ("1d", "2h", 3, "ticket"),
+               ("3d", "6h", 1, "ticket")]
+SLO_PERIOD = "30d"
+
+
+# --------------------------------------------------------------------------------------------
+# PromQL helpers
+# --------------------------------------------------------------------------------------------
+
+def rate(metric: str, matchers: str, window: str = RI) -> str:
+    return f"rate({metric}{{{matchers}}}[{window}])"
+
+
+def increase(metric: str, matchers: str, window: str = RI) -> str:
+    return f"increase({metric}{{{matchers}}}[{window}])"
+
+
+def quantile(q: float, metric: str, matchers: str, by: str) -> str:
+    """histogram_quantile over a classic histogram's ``_bucket`` series."""
+    return f"histogram_quantile({q}, sum by ({by}, le) ({rate(metric + '_bucket', matchers)}))"
+
+
+def burn_rate(window: str, by: str = "model, slo", matchers: str = M) -> str:
+    """Error ratio over ``window`` divided by the error budget (1 - objective)."""
+    bad = f"sum by ({by}) ({rate('mlmon_slo_bad_events_total', matchers, window)})"
+    all_ = f"sum by ({by}) ({rate('mlmon_slo_events_total', matchers, window)})"
+    return f"({bad} / {all_}) / on({by}) (1 - max by ({by}) (mlmon_slo_objective_ratio{{{matchers}}}))"
+
+
+def budget_remaining(by: str = "model, slo", matchers: str = M) -> str:
+    """Share of the 30-day error budget left: 1 - consumed / allowed (negative when overspent)."""
+    bad = f"sum by ({by}) ({increase('mlmon_slo_bad_events_total', matchers, SLO_PERIOD)})"
+    all_ = f"sum by ({by}) ({increase('mlmon_slo_events_total', matchers, SLO_PERIOD)})"
+    return (f"1 - ({bad} / {all_}) / on({by}) "
+            f"(1 - max by ({by}) (mlmon_slo_objective_ratio{{{matchers}}}))")
+
+
+def zero_if_absent(expr: str, like: str) -> str:
+    """``expr``, or 0 for every series of ``like`` (counters are often created on first use)."""
+    return f"({expr} or {like} * 0)"
+
+
+# --------------------------------------------------------------------------------------------
+# Panel helpers
+# --------------------------------------------------------------------------------------------
+
+def target(expr: str, legend: str = "", *, instant: bool = False, fmt: str = "time_series",
+           hide: bool = False) -> dict[str, Any]:
+    t = {"datasource": DS, "editorMode": "code", "expr": expr, "format": fmt, "instant": instant,
+         "legendFormat": legend or "__auto", "range": not instant}
+    if hide:
+        t["hide"] = True
+    return t
+
+
+def thresholds(*steps: tuple[float | None, str]) -> dict[str, Any]:
+    """``thresholds((None, "green"), (0.8, "yellow"), (1, "red"))`` — the first step is the base."""
+    return {"mode": "absolute", "steps": [{"color": c, "value": v} for v, c in steps]}
+
+
+def dashed(name_regex: str, color: str) -> dict[str, Any]:
+    """Override: draw matching series as a dashed reference line (SLO, baseline, threshold)."""
+    return {"matcher": {"id": "byRegexp", "options": name_regex}, "properties": [
+        {"id": "custom.lineStyle", "value": {"dash": [10, 10], "fill": "dash"}},
+        {"id": "custom.fillOpacity", "value": 0},
+        {"id": "color", "value": {"fixedColor": color, "mode": "fixed"}},
+    ]}
+
+
+def link(title: str, uid: str, params: str = "") -> dict[str, Any]:
+    """A panel link to another mlmon dashboard, keeping the time range and data source."""
+    query = "var-datasource=${datasource}&${__url_time_range}" + (f"&{params}" if params else "")
+    return {"targetBlank": False, "title": title, "url": f"/d/{uid}/{uid}?{query}"}
+
+
+def panel(kind: str, title: str, description: str, targets: list[dict[str, Any]], unit: str, *,
+          options: dict[str, Any] | None = None, custom: dict[str, Any] | None = None,
+          overrides: list[dict[str, Any]] | None = None, steps: dict[str, Any] | None = None,
+          color: dict[str, Any] | None = None, mappings: list[dict[str, Any]] | None = None,
+          transformations: list[dict[str, Any]] | None = None, links: list[dict[str, Any]] | None = None,
+          min: float | None = None, max: float | None = None, decimals: int | None = None,
+          **extra: Any) -> dict[str, Any]:
+    defaults: dict[str, Any] = {
+        "color": color or {"mode": "palette-classic"},
+        "custom": custom or {},
+        "mappings": mappings or [],
+        "thresholds": steps or thresholds((None, GREEN)),
+        "unit": unit,
+    }
+    for key, value in (("min", min), ("max", max), ("decimals", decimals)):
+        if value is not None:
+            defaults[key] = value
+    for i, t in enumerate(targets):
+        t["refId"] = chr(ord("A") + i)
+    p = {
+        "datasource": DS,
+        "description": description,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "links": links or [],
+        "options": options or {},
+        "targets": targets,
+        "title": title,
+        "transformations": transformations or [],
+        "type": kind,
+    }
+    p.update(extra)
+    return p
+
+
+def legend(placement: str = "bottom", calcs: list[str] | None = None, mode: str = "list") -> dict[str, Any]:
+    return {"calcs": calcs or [], "displayMode": mode, "placement": placement, "showLegend": True}
+
+
+def timeseries(title: str, description: str, targets: list[dict[str, Any]], unit: str, *,
+               fill: int = 10, line_thresholds: bool = False, stack: bool = False,
+               calcs: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+    custom = {
+        "axisBorderShow": False, "axisCenteredZero": False, "axisColorMode": "text", "axisLabel": "",
+        "axisPlacement": "auto", "barAlignment": 0, "drawStyle": "line", "fillOpacity": fill,
+        "gradientMode": "none", "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+        "insertNulls": False, "lineInterpolation": "linear", "lineWidth": 1, "pointSize": 4,
+        "scaleDistribution": {"type": "linear"}, "showPoints": "never", "spanNulls": False,
+        "stacking": {"group": "A", "mode": "normal" if stack else "none"},
+        "thresholdsStyle": {"mode": "dashed" if line_thresholds else "off"},
+    }
+    options = {"legend": legend("bottom", calcs, "table" if calcs else "list"),
+               "tooltip": {"mode": "multi", "sort": "desc"}}
+    return panel("timeseries", title, description, targets, unit, options=options, custom=custom, **kw)
+
+
+def stat(title: str, description: str, targets: list[dict[str, Any]], unit: str, *,
+         color_mode: str = "background", graph: bool = False, text_mode: str = "auto",
+         calc: str = "lastNotNull", **kw: Any) -> dict[str, Any]:
+    options = {
+        "colorMode": color_mode, "graphMode": "area" if graph else "none", "justifyMode": "auto",
+        "orientation": "auto", "reduceOptions": {"calcs": [calc], "fields": "", "values": False},
+        "showPercentChange": False, "textMode": text_mode, "wideLayout": True,
+    }
+    kw.setdefault("color", {"mode": "thresholds"})
+    return panel("stat", title, description, targets, unit, options=options, **kw)
+
+
+def bargauge(title: str, description: str, targets: list[dict[str, Any]], unit: str, **kw: Any) -> dict[str, Any]:
+    options = {
+        "displayMode": "gradient", "maxVizHeight": 300, "minVizHeight": 16, "minVizWidth": 8,
+        "namePlacement": "auto", "orientation": "horizontal",
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "showUnfilled": True, "sizing": "auto", "valueMode": "color",
+    }
+    kw.setdefault("color", {"mode": "thresholds"})
+    return panel("bargauge", title, description, targets, unit, options=options, **kw)
+
+
+def table(title: str, description: str, targets: list[dict[str, Any]], unit: str, *,
+          sort_by: str | None = None, cell: str = "auto", **kw: Any) -> dict[str, Any]:
+    options = {"cellHeight": "sm", "showHeader": True,
+               "footer": {"countRows": False, "fields": "", "reducer": ["sum"], "show": False},
+               "sortBy": [{"desc": True, "displayName": sort_by}] if sort_by else []}
+    custom = {"align": "auto", "cellOptions": {"type": cell}, "filterable": False, "inspect": False}
+    return panel("table", title, description, targets, unit, options=options, custom=custom, **kw)
+
+
+def barchart(title: str, description: str, targets: list[dict[str, Any]], unit: str, *, x_field: str,
+             **kw: Any) -> dict[str, Any]:
+    options = {
+        "barRadius": 0, "barWidth": 0.9, "fullHighlight": False, "groupWidth": 0.75,
+        "legend": legend(), "orientation": "vertical", "showValue": "never", "stacking": "none",
+        "tooltip": {"mode": "multi", "sort": "none"}, "xField": x_field,
+        "xTickLabelRotation": 0, "xTickLabelSpacing": 0,
+    }
+    custom = {"axisBorderShow": False, "axisCenteredZero": False, "axisColorMode": "text",
+              "axisLabel": "", "axisPlacement": "auto", "fillOpacity": 80, "gradientMode": "none",
+              "hideFrom": {"legend": False, "tooltip": False, "viz": False}, "lineWidth": 1,
+              "scaleDistribution": {"type": "linear"}, "thresholdsStyle": {"mode": "off"}}
+    return panel("barchart", title, description, targets, unit, options=options, custom=custom, **kw)
+
+
+def state_timeline(title: str, description: str, targets: list[dict[str, Any]], unit: str,
+                   **kw: Any) -> dict[str, Any]:
+    options = {"alignValue": "left", "legend": legend(), "mergeValues": False, "rowHeight": 0.85,
+               "showValue": "never", "tooltip": {"mode": "single", "sort": "none"}}
+    custom = {"fillOpacity": 80, "hideFrom": {"legend": False, "tooltip": False, "viz": False},
+              "lineWidth": 0}
+    kw.setdefault("color", {"mode": "thresholds"})
+    return panel("state-timeline", title, description, targets, unit, options=options, custom=custom, **kw)
+
+
+def merge_table(renames: dict[str, str], drop: tuple[str, ...] = ("Time",)) -> list[dict[str, Any]]:
+    """Join instant table queries on their labels, drop ``Time`` and name the value columns."""
+    return [
+        {"id": "merge", "options": {}},
+        {"id": "organize", "options": {"excludeByName": dict.fromkeys(drop, True),
+                                       "indexByName": {}, "renameByName": renames}},
+    ]
+
+
+def color_cells(column: str, steps: dict[str, Any], unit: str | None = None) -> dict[str, Any]:
+    props = [{"id": "custom.cellOptions", "value": {"mode": "basic", "type": "color-background"}},
+             {"id": "thresholds", "value": steps}, {"id": "color", "value": {"mode": "thresholds"}}]
+    if unit:
+        props.append({"id": "unit", "value": unit})
+    return {"matcher": {"id": "byName", "options": column}, "properties": props}
+
+
+# --------------------------------------------------------------------------------------------
+# Variables, annotations, links
+# --------------------------------------------------------------------------------------------
+
+def datasource_var() -> dict[str, Any]:
+    return {"current": {}, "hide": 0, "includeAll": False, "label": "Data source", "multi": False,
+            "name": "datasource", "options": [], "query": "prometheus", "refresh": 1, "regex": "",
+            "skipUrlSync": False, "type": "datasource"}
+
+
+def query_var(name: str, label: str, query: str, *, multi: bool = True, include_all: bool = True,
+              default: str | None = None, regex: str = "") -> dict[str, Any]:
+    if default is not None:
+        current = {"selected": True, "text": default, "value": default}
+    elif include_all:
+        current = {"selected": True, "text": ["All"], "value": ["$__all"]}
+    else:
+        current = {}
+    return {
+        "current": current, "datasource": DS, "definition": query, "hide": 0,
+        "includeAll": include_all, "label": label, "multi": multi, "name": name, "options": [],
+        "query": {"qryType": 1, "query": query, "refId": f"PrometheusVariableQueryEditor-{name}"},
+        "refresh": 2, "regex": regex, "skipUrlSync": False, "sort": 1, "type": "query",
+    }
+
+
+def model_var(multi: bool = True) -> dict[str, Any]:
+    return query_var("model", "Model", "label_values(mlmon_model_version_info, model)",
+                     multi=multi, include_all=multi)
+
+
+def version_var() -> dict[str, Any]:
+    return query_var("version", "Version", f"label_values(mlmon_model_version_info{{{M}}}, version)")
+
+
+def deploy_annotation() -> dict[str, Any]:
+    """One marker per model version at the time mlmon first saw it (``_first_seen`` × 1000 = ms)."""
+    return {
+        "datasource": DS, "enable": True, "hide": False, "iconColor": "purple", "name": "Deploys",
+        "expr": f"min by (model, version) (mlmon_model_version_first_seen_timestamp_seconds{{{M}}}) * 1000",
+        "step": "1m", "tagKeys": "model,version", "textFormat": "{{model}} version {{version}} first seen",
+        "titleFormat": "Deploy {{model}} {{version}}", "useValueForTime": True,
+    }
+
+
+def alert_annotation() -> dict[str, Any]:
+    return {
+        "datasource": DS, "enable": False, "hide": False, "iconColor": "red", "name": "Firing alerts",
+        "expr": f'max by (alertname, severity, model) ({ALERTS}, {ALERT_M}}})', "step": "1m",
+        "tagKeys": "severity,model", "textFormat": "{{model}} ({{severity}})",
+        "titleFormat": "{{alertname}}", "useValueForTime": False,
+    }
+
+
+def builtin_annotation() -> dict[str, Any]:
+    return {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
+            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts",
+            "type": "dashboard"}
+
+
+def dashboard_links(this: str) -> list[dict[str, Any]]:
+    """Links to the three other mlmon dashboards, carrying variables and time range."""
+    out = []
+    for key, (uid, title) in DASHBOARDS.items():
+        if key == this:
+            continue
+        out.append({"asDropdown": False, "icon": "dashboard", "includeVars": True, "keepTime": True,
+                    "tags": [], "targetBlank": False, "title": title.split(" / ")[1],
+                    "tooltip": f"Open {title}", "type": "link", "url": f"/d/{uid}/{uid}"})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Layout: left-to-right on Grafana's 24-column grid; ids in order of appearance
+# --------------------------------------------------------------------------------------------
+
+class Board:
+    def __init__(self, key: str, description: str, variables: list[dict[str, Any]],
+                 annotations: list[dict[str, Any]], time_from: str = "now-6h") -> None:
+        self.key = key
+        self.uid, self.title = DASHBOARDS[key]
+        self.description = description
+        self.variables = variables
+        self.annotations = annotations
+        self.time_from = time_from
+        self.panels: list[dict[str, Any]] = []
+        self.x = self.y = self.line_h = 0
+
+    def _newline(self) -> None:
+        if self.x:
+            self.y += self.line_h
+        self.x = self.line_h = 0
+
+    def row(self, title: str, **extra: Any) -> None:
+        self._newline()
+        self.panels.append({"collapsed": False, "gridPos": {"h": 1, "w": 24, "x": 0, "y": self.y},
+                            "panels": [], "title": title, "type": "row", **extra})
+        self.y += 1
+
+    def add(self, p: dict[str, Any], w: int, h: int) -> None:
+        if self.x + w > 24:
+            self._newline()
+        p["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.panels.append(p)
+        self.x += w
+        self.line_h = max(self.line_h, h)
+
+    def render(self) -> dict[str, Any]:
+        for i, p in enumerate(self.panels, start=1):
+            p["id"] = i
+        return {
+            "annotations": {"list": [builtin_annotation(), *self.annotations]},
+            "description": self.description,
+            "editable": False,
+            "fiscalYearStartMonth": 0,
+            "graphTooltip": 1,
+            "id": None,
+            "links": dashboard_links(self.key),
+            "liveNow": False,
+            "panels": self.panels,
+            "refresh": "30s",
+            "schemaVersion": SCHEMA_VERSION,
+            "tags": TAGS,
+            "templating": {"list": self.variables},
+            "time": {"from": self.time_from, "to": "now"},
+            "timepicker": {},
+            "timezone": "browser",
+            "title": self.title,
+            "uid": self.uid,
+            "version": 1,
+            "weekStart": "",
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Overview (executive)
+# --------------------------------------------------------------------------------------------
+
+HEALTH_STEPS = thresholds((None, RED), (0.5, ORANGE), (0.8, GREEN))
+BUDGET_STEPS = thresholds((None, RED), (0, ORANGE), (0.25, YELLOW), (0.5, GREEN))
+BURN_STEPS = thresholds((None, GREEN), (1, YELLOW), (6, ORANGE), (14.4, RED))
+COUNT_BAD_STEPS = thresholds((None, GREEN), (1, RED))
+HIGHER_BETTER = "accuracy|precision|recall|f1"
+LOWER_BETTER = "log_loss|brier|mae|rmse|mape"
+
+
+def overview() -> dict[str, Any]:
+    b = Board("overview", "Executive view: how every model in production is doing, one row per model.",
+              [datasource_var(), model_var(), version_var()], [deploy_annotation()], time_from="now-24h")
+    svc, drift, qual = DASHBOARDS["service"][0], DASHBOARDS["drift"][0], DASHBOARDS["quality"][0]
+
+    b.row("Fleet")
+    b.add(stat("Models monitored", "Models that mlmon has seen traffic for (any version).",
+               [target(f"count(count by (model) (mlmon_model_version_info{{{M}}}))", "models")],
+               "none", color={"mode": "fixed", "fixedColor": BLUE}), 6, 4)
+    b.add(stat("Predictions per second", "Predictions received by mlmon across the selected models.",
+               [target(f"sum({rate('mlmon_predictions_total', MV)})", "predictions/s")],
+               PRED_S, graph=True, color={"mode": "fixed", "fixedColor": BLUE}), 6, 4)
+    b.add(stat("Lowest health score", "The worst model's composite health score (0 = broken, 1 = healthy). "
+               "It combines drift, data quality, model quality and SLO burn; see docs/metrics.md.",
+               [target(f"min(mlmon_model_health_score{{{M}}})", "lowest health")],
+               "percentunit", steps=HEALTH_STEPS, min=0, max=1), 6, 4)
+    b.add(stat("Firing alerts", "mlmon alerts firing now, by severity. Critical alerts page the on-call.",
+               [target(f'sum by (severity) ({ALERTS}, {ALERT_M}}}) or on() vector(0)', "{{severity}}")],
+               "none", steps=COUNT_BAD_STEPS, text_mode="value_and_name",
+               links=[link("Service dashboard", svc)]), 6, 4)
+
+    b.row("$model", repeat="model")
+    b.add(stat("Version serving", "The newest model version seen by mlmon (the last deploy).",
+               [target(f"topk(1, min by (version) (mlmon_model_version_first_seen_timestamp_seconds{{{M}}}))",
+                       "{{version}}", instant=True)],
+               "none", text_mode="name", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
+    b.add(stat("Traffic", "Predictions per second for this model, all selected versions.",
+               [target(f"sum({rate('mlmon_predictions_total', MV)})", "predictions/s")],
+               PRED_S, graph=True, color={"mode": "fixed", "fixedColor": BLUE},
+               links=[link("Service dashboard", svc, "var-model=${model}")]), 5, 4)
+    b.add(stat("Health score", "Composite health in [0, 1]: 1 is healthy; below 0.5 needs attention today.",
+               [target(f"min(mlmon_model_health_score{{{M}}})", "health")],
+               "percentunit", steps=HEALTH_STEPS, min=0, max=1, graph=True), 5, 4)
+    b.add(stat("Drifted features", "Input features whose drift is over their threshold now "
+               "(the model output is not counted). Click through to see which.",
+               [target(f"max(mlmon_drifted_features{{{M}}})", "drifted")],
+               "none", steps=COUNT_BAD_STEPS, links=[link("Drift dashboard", drift, "var-model=${model}")]), 5, 4)
+    b.add(stat("Firing alerts", "mlmon alerts firing now for this model.",
+               [target(f'count({ALERTS}, {M}}}) or on() vector(0)', "alerts")],
+               "none", steps=COUNT_BAD_STEPS, links=[link("Service dashboard", svc, "var-model=${model}")]), 5, 4)
+    b.add(stat("SLO error budget remaining (30d)", "Share of each SLO's 30-day error budget still unspent. "
+               "Below 0 the objective is already missed for the period.",
+               [target(budget_remaining("slo", M), "{{slo}}")],
+               "percentunit", steps=BUDGET_STEPS, text_mode="value_and_name", max=1), 8, 4)
+    b.add(stat("SLO burn rate (1h)", "How fast each SLO burns its error budget over the last hour: 1 = exactly "
+               "on budget, 14.4 = the whole 30-day budget gone in about 2 days (pages).",
+               [target(burn_rate("1h", "slo", M), "{{slo}}")],
+               TIMES, steps=BURN_STEPS, text_mode="value_and_name", decimals=1), 8, 4)
+    b.add(stat("Quality vs baseline", "Live quality relative to the training baseline (0% = as good as at "
+               "training). Red when a higher-is-better metric falls or an error metric rises by over 5%.",
+               [target(f"max by (metric) (mlmon_model_quality{{{M}, version=~\"$version\", "
+                       f"metric=~\"{HIGHER_BETTER}|mae|rmse\", class=\"\"}}) "
+                       f"/ on(metric) max by (metric) (mlmon_model_quality_baseline{{{M}}}) - 1", "{{metric}}")],
+               "percentunit", text_mode="value_and_name", decimals=1,
+               steps=thresholds((None, RED), (-0.05, YELLOW), (-0.02, GREEN)),
+               overrides=[{"matcher": {"id": "byRegexp", "options": LOWER_BETTER}, "properties": [
+                   {"id": "thresholds", "value": thresholds((None, GREEN), (0.02, YELLOW), (0.05, RED))}]}],
+               links=[link("Quality dashboard", qual, "var-model=${model}")]), 8, 4)
+    return b.render()
+
+
+# --------------------------------------------------------------------------------------------
+# Service (on-call)
+# --------------------------------------------------------------------------------------------
+
+def service() -> dict[str, Any]:
+    b = Board("service", "On-call view: latency against the SLO, traffic, errors, burn rates, alerts and "
+              "freshness. Purple markers are deploys (first time a version was seen).",
+              [datasource_var(), model_var(), version_var()], [deploy_annotation(), alert_annotation()],
+              time_from="now-3h")
+    preds = "mlmon_predictions_total"
+    pred_rate = f"sum by (model, version) ({rate(preds, MV)})"
+    err_rate = zero_if_absent(f"sum by (model, version) ({rate('mlmon_prediction_errors_total', MV)})",
+                              pred_rate)
+
+    b.row("At a glance")
+    b.add(stat("p99 latency", "99th percentile model latency over the last few scrapes, worst selected model.",
+               [target(f"max({quantile(0.99, 'mlmon_prediction_latency_seconds', MV, 'model')})", "p99")],
+               "s", color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
+    b.add(stat("Throughput", "Predictions per second across the selected models and versions.",
+               [target(f"sum({rate(preds, MV)})", "predictions/s")],
+               PRED_S, color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
+    b.add(stat("Error ratio", "Share of predictions the model server reported as failed.",
+               [target(f"sum({err_rate}) / sum({pred_rate})", "errors")],
+               "percentunit", steps=thresholds((None, GREEN), (0.001, YELLOW), (0.01, RED)), decimals=2), 4, 4)
+    b.add(stat("Lowest SLO budget left (30d)", "The most consumed SLO's remaining 30-day error budget.",
+               [target(f"min({budget_remaining()})", "budget left")],
+               "percentunit", steps=BUDGET_STEPS, max=1), 4, 4)
+    b.add(stat("Firing alerts", "mlmon alerts firing now for the selected models; details below.",
+               [target(f'count({ALERTS}, {ALERT_M}}}) or on() vector(0)', "alerts")],
+               "none", steps=COUNT_BAD_STEPS), 4, 4)
+    b.add(stat("Last prediction", "Seconds since the last prediction reached mlmon (oldest selected model). "
+               "Large values mean the model server stopped sending or stopped serving.",
+               [target(f"max(time() - max by (model) (mlmon_last_prediction_timestamp_seconds{{{MV}}}))", "age")],
+               "s", steps=thresholds((None, GREEN), (300, YELLOW), (900, RED))), 4, 4)
+
+    b.row("Latency and traffic")
+    b.add(timeseries("Latency percentiles vs SLO", "p50 / p95 / p99 of model latency (from the latency "
+                     "histogram) against each latency SLO's threshold (dashed red).",
+                     [target(quantile(0.5, "mlmon_prediction_latency_seconds", MV, "model"), "{{model}} p50"),
+                      target(quantile(0.95, "mlmon_prediction_latency_seconds", MV, "model"), "{{model}} p95"),
+                      target(quantile(0.99, "mlmon_prediction_latency_seconds", MV, "model"), "{{model}} p99"),
+                      target(f"max by (model, slo) (mlmon_slo_latency_threshold_seconds{{{M}}})",
+                             "{{model}} SLO {{slo}}")],
+                     "s", overrides=[dashed(".* SLO .*", RED)], calcs=["lastNotNull", "max"]), 12, 8)
+    b.add(timeseries("Throughput by version", "Predictions per second per model and version; a canary "
+                     "shows up as a second version line.",
+                     [target(pred_rate, "{{model}} {{version}}")], PRED_S, calcs=["lastNotNull", "mean"]), 12, 8)
+    b.add(timeseries("Error ratio", "Failed predictions / all predictions, per model and version.",
+                     [target(f"{err_rate} / {pred_rate}", "{{model}} {{version}}")], "percentunit", min=0), 8, 8)
+    b.add(timeseries("Rejected records", "Records mlmon refused, by reason (invalid_record, payload_too_large, "
+                     "malformed_json, ...). Rejections never reach the model metrics; fix the sender.",
+                     [target(f"sum by (model, reason) ({rate('mlmon_ingest_rejected_total', M)})",
+                             "{{model}} {{reason}}")], REC_S, min=0), 8, 8)
+    missing = "mlmon_feature_missing_total"
+    missing_matchers = f'{M}, feature!="__prediction__"'
+    all_preds = f"sum by (model) ({rate(preds, M)})"
+    missing_sum = zero_if_absent(f"sum by (model) ({rate(missing, missing_matchers)})", all_preds)
+    missing_worst = zero_if_absent(
+        f"max by (model) (sum by (model, feature) ({rate(missing, missing_matchers)}))", all_preds)
+    b.add(timeseries("Feature availability", "Share of records with every feature present. Lower bound: "
+                     "1 - (missing values summed over features) / records, exact when a record misses at "
+                     "most one feature. 'worst feature' is the single feature missing most often.",
+                     [target(f"clamp_min(1 - {missing_sum} / {all_preds}, 0)", "{{model}} all features"),
+                      target(f"1 - {missing_worst} / {all_preds}", "{{model}} worst feature")],
+                     "percentunit", max=1, steps=thresholds((None, RED), (0.95, GREEN)),
+                     line_thresholds=True), 8, 8)
+
+    b.row("SLOs")
+    b.add(stat("Error budget remaining (30d)", "Share of each SLO's 30-day error budget still unspent.",
+               [target(budget_remaining(), "{{model}} {{slo}}")],
+               "percentunit", steps=BUDGET_STEPS, text_mode="value_and_name", max=1), 6, 9)
+    b.add(bargauge("Burn rate now, per window", "Error-budget burn rate per SLO over each alerting window "
+                   "(long windows of the policy: page at 14.4x over 1h or 6x over 6h, ticket at 3x over 1d or "
+                   "1x over 3d; the short window must agree before an alert fires).",
+                   [target(burn_rate(long), f"{{{{model}}}} {{{{slo}}}} {long}", instant=True)
+                    for long, _, _, _ in BURN_POLICY],
+                   TIMES, steps=BURN_STEPS, decimals=2, min=0, max=20), 9, 9)
+    b.add(timeseries("Burn rate over time (1h, 6h)", "Burn rate over the two paging windows. Dashed lines: "
+                     "14.4 and 6, the paging thresholds.",
+                     [target(burn_rate("1h"), "{{model}} {{slo}} 1h"),
+                      target(burn_rate("6h"), "{{model}} {{slo}} 6h")],
+                     TIMES, steps=thresholds((None, GREEN), (6, ORANGE), (14.4, RED)), line_thresholds=True,
+                     min=0), 9, 9)
+
+    b.row("Alerts and freshness")
+    b.add(table("Firing alerts", "mlmon alerts firing now (from Prometheus's ALERTS series). The runbook link "
+                "is in each alert's annotations in Alertmanager.",
+                [target(f"{ALERTS}, {ALERT_M}}}", instant=True, fmt="table")],
+                "none", sort_by="severity",
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True, "Value": True, "__name__": True, "alertstate": True},
+                    "indexByName": {"alertname": 0, "severity": 1, "model": 2}, "renameByName": {}}}]), 12, 8)
+    b.add(timeseries("Data freshness", "Seconds since the last prediction reached mlmon, and since the last "
+                     "evaluation (drift/quality) ran. Evaluation age above a few intervals means it is stuck.",
+                     [target(f"time() - max by (model, version) (mlmon_last_prediction_timestamp_seconds{{{MV}}})",
+                             "{{model}} {{version}} last prediction"),
+                      target(f"time() - max by (model) (mlmon_evaluation_timestamp_seconds{{{M}}})",
+                             "{{model}} last evaluation")],
+                     "s", min=0), 12, 8)
+    return b.render()
+
+
+# --------------------------------------------------------------------------------------------
+# Drift (debug)
+# --------------------------------------------------------------------------------------------
+
+RATIO_STEPS = thresholds((None, GREEN), (0.8, YELLOW), (1, RED))
+FEATURES = f'{M}, feature!="__prediction__"'
+
+
+def distribution(title: str, description: str, feature: str) -> dict[str, Any]:
+    """Bar chart: share of each coarse bin over the selected range vs the baseline share."""
+    sel = f'{M}, feature="{feature}"'
+    now = f"sum by (bin) ({increase('mlmon_feature_bin_total', sel, RANGE)})"
+    total = f"sum({increase('mlmon_feature_bin_total', sel, RANGE)})"
+    return barchart(title, description,
+                    [target(f"{now} / on() group_left {total}", "now", instant=True, fmt="table"),
+                     target(f"max by (bin) (mlmon_baseline_bin_ratio{{{sel}}})", "baseline", instant=True,
+                            fmt="table")],
+                    "percentunit", x_field="bin", min=0,
+                    transformations=[*merge_table({"Value #A": "Now (selected range)", "Value #B": "Baseline"}),
+                                     {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "bin"}]}}],
+                    overrides=[{"matcher": {"id": "byName", "options": "Baseline"}, "properties": [
+                        {"id": "color", "value": {"fixedColor": GREY, "mode": "fixed"}}]}])
+
+
+def drift() -> dict[str, Any]:
+    b = Board("drift", "Debug view: which features drift, how their distributions moved against the training "
+              "baseline, and data-quality problems. Scores are computed by mlmon over its window "
+              "(default 1h) and are absent below min_samples.",
+              [datasource_var(), model_var(multi=False), version_var(),
+               query_var("feature", "Feature", f"label_values(mlmon_baseline_bin_ratio{{{FEATURES}}}, feature)",
+                         multi=False, include_all=False),
+               query_var("method", "Method",
+                         f'label_values(mlmon_feature_drift_threshold{{{M}, method!="chi2"}}, method)',
+                         multi=False, include_all=False, default="psi")],
+              [deploy_annotation()], time_from="now-24h")
+    score_ratio = (f'max by (feature) (mlmon_feature_drift_score{{{FEATURES}, method="$method"}}) '
+                   f'/ max by (feature) (mlmon_feature_drift_threshold{{{FEATURES}, method="$method"}})')
+
+    b.row("Window")
+    b.add(stat("Records in window", "Records in mlmon's current drift window. Below the model's min_samples "
+               "(default 200, red here) drift is not computed and the scores below are empty.",
+               [target(f"max(mlmon_window_samples{{{M}}})", "records")],
+               "none", steps=thresholds((None, RED), (200, GREEN)), graph=True), 6, 4)
+    b.add(stat("Drifted features", "Input features over their drift threshold now (detection method of each "
+               "feature, as configured).", [target(f"max(mlmon_drifted_features{{{M}}})", "drifted")],
+               "none", steps=COUNT_BAD_STEPS), 6, 4)
+    b.add(stat("Prediction drift", "Whether the model's output distribution (__prediction__) drifted from the "
+               "baseline: often the first sign of a problem even without labels.",
+               [target(f'max(mlmon_feature_drift_detected{{{M}, feature="__prediction__"}})', "prediction")],
+               "none", steps=COUNT_BAD_STEPS,
+               mappings=[{"type": "value", "options": {"0": {"text": "stable", "index": 0},
+                                                       "1": {"text": "DRIFT", "index": 1}}}]), 6, 4)
+    b.add(stat("Last evaluation", "Seconds since mlmon last evaluated drift and quality for this model.",
+               [target(f"time() - max(mlmon_evaluation_timestamp_seconds{{{M}}})", "age")],
+               "s", steps=thresholds((None, GREEN), (120, YELLOW), (600, RED))), 6, 4)
+
+    b.row("Drift by feature")
+    b.add(table("Drift by feature", "Latest drift score per feature for the selected method, its threshold, "
+                "score/threshold (red at 1 or more) and whether the feature's detection method flags it.",
+                [target(f'max by (feature) (mlmon_feature_drift_score{{{FEATURES}, method="$method"}})',
+                        instant=True, fmt="table"),
+                 target(f'max by (feature) (mlmon_feature_drift_threshold{{{FEATURES}, method="$method"}})',
+                        instant=True, fmt="table"),
+                 target(score_ratio, instant=True, fmt="table"),
+                 target(f"max by (feature) (mlmon_feature_drift_detected{{{FEATURES}}})", instant=True, fmt="table")],
+                "none", sort_by="Score / threshold", decimals=3,
+                transformations=merge_table({"feature": "Feature", "Value #A": "Score ($method)",
+                                             "Value #B": "Threshold", "Value #C": "Score / threshold",
+                                             "Value #D": "Detected"}),
+                overrides=[color_cells("Score / threshold", RATIO_STEPS, "percentunit"),
+                           {"matcher": {"id": "byName", "options": "Detected"}, "properties": [
+                               {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                               {"id": "thresholds", "value": COUNT_BAD_STEPS},
+                               {"id": "color", "value": {"mode": "thresholds"}},
+                               {"id": "mappings", "value": [{"type": "value", "options": {
+                                   "0": {"text": "no", "index": 0}, "1": {"text": "DRIFT", "index": 1}}}]}]}]),
+          10, 10)
+    b.add(state_timeline("Drift heatmap (score / threshold)", "Each feature's score divided by its threshold "
+                         "over time: green below 80%, yellow approaching, red at or over the threshold.",
+                         [target(score_ratio, "{{feature}}")], "percentunit", steps=RATIO_STEPS), 14, 10)
+    b.add(timeseries("Drift score / threshold over time", "Every feature's drift score for the selected method "
+                     "as a share of its own threshold, so all features share one scale: the dashed line at "
+                     "100% is the threshold.", [target(score_ratio, "{{feature}}")], "percentunit",
+                     steps=thresholds((None, GREEN), (1, RED)), line_thresholds=True, min=0,
+                     calcs=["lastNotNull", "max"]), 24, 8)
+
+    b.row("Feature: $feature")
+    b.add(distribution("$feature: distribution now vs baseline", "Share of records in each coarse bin of "
+                       "$feature over the selected time range against the training baseline. Numeric bins are "
+                       "baseline deciles (0..9); categorical bins are categories (rare ones as __other__).",
+                       "$feature"), 12, 9)
+    b.add(timeseries("$feature: drift score per method", "Every drift method's score for $feature; dashed "
+                     "lines are the configured thresholds (chi2 is judged on its p-value and shown without one).",
+                     [target(f'max by (method) (mlmon_feature_drift_score{{{M}, feature="$feature"}})', "{{method}}"),
+                      target(f'max by (method) (mlmon_feature_drift_threshold{{{M}, feature="$feature", '
+                             f'method!="chi2"}})', "{{method}} threshold")],
+                     "none", overrides=[dashed(".* threshold", RED)], min=0), 12, 9)
+
+    b.row("Prediction")
+    b.add(distribution("Prediction distribution vs baseline", "Share of predictions per class (or per score "
+                       "bin for regressions) over the selected range against the baseline.", "__prediction__"), 12, 8)
+    share = (f"sum by (class) ({rate('mlmon_prediction_class_total', MV)}) "
+             f"/ on() group_left sum({rate('mlmon_prediction_class_total', MV)})")
+    b.add(timeseries("Predicted class share over time", "Share of each predicted class among all predictions.",
+                     [target(share, "{{class}}")], "percentunit", stack=True, fill=40, min=0, max=1), 12, 8)
+
+    b.row("Data quality")
+    feature_preds = f"sum({rate('mlmon_predictions_total', M)})"
+    for title, metric, check, what in [
+        ("Missing values", "mlmon_feature_missing_total", "missing", "missing or non-finite"),
+        ("Out-of-range values", "mlmon_feature_out_of_range_total", "out_of_range",
+         "numeric and outside the training data's [min, max]"),
+        ("Unexpected categories", "mlmon_feature_unexpected_category_total", "unexpected_category",
+         "categorical and never seen in the training data"),
+    ]:
+        b.add(timeseries(title, f"Share of records whose value is {what}, per feature. Dashed: the configured "
+                         "data-quality threshold.",
+                         [target(f"sum by (feature) ({rate(metric, FEATURES)}) / on() group_left {feature_preds}",
+                                 "{{feature}}"),
+                          target(f'max(mlmon_data_quality_threshold_ratio{{{M}, check="{check}"}})', "threshold")],
+                         "percentunit", overrides=[dashed("threshold", RED)], min=0), 6, 8)
+    b.add(timeseries("Type errors and unknown fields", "Values of the wrong type per feature (for example text "
+                     "in a numeric feature) and fields not in the baseline, per second.",
+                     [target(f"sum by (feature) ({rate('mlmon_feature_type_errors_total', FEATURES)})",
+                             "{{feature}} type errors"),
+                      target(f"sum({rate('mlmon_unknown_features_total', M)})", "unknown fields")],
+                     REC_S, min=0), 6, 8)
+    return b.render()
+
+
+# --------------------------------------------------------------------------------------------
+# Quality
+# --------------------------------------------------------------------------------------------
+
+def quality() -> dict[str, Any]:
+    b = Board("quality", "Model quality from joined ground-truth labels, against the training baseline and the "
+              "alert threshold; label-free estimates; confusion matrix; label delay and coverage; fairness.",
+              [datasource_var(), model_var(multi=False), version_var(),
+               query_var("metric", "Quality metric", f"label_values(mlmon_model_quality{{{M}}}, metric)")],
+              [deploy_annotation()], time_from="now-7d")
+    overall = f'{MV}, class=""'
+    labels = "mlmon_labels_total"
+
+    b.row("At a glance")
+    b.add(stat("Accuracy (labelled)", "Accuracy over mlmon's window from predictions joined to their labels.",
+               [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}})', "accuracy")],
+               "percentunit", color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE},
+               decimals=1), 4, 4)
+    b.add(stat("Accuracy vs baseline", "Labelled accuracy minus the training-baseline accuracy (percentage "
+               "points).",
+               [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}}) '
+                       f'- max(mlmon_model_quality_baseline{{{M}, metric="accuracy"}})', "delta")],
+               "percentunit", steps=thresholds((None, RED), (-0.05, YELLOW), (-0.02, GREEN)), decimals=1), 4, 4)
+    b.add(stat("Estimated accuracy (label-free)", "Accuracy estimated from prediction confidence, available "
+               "before labels arrive.",
+               [target(f'max(mlmon_model_quality_estimated{{{M}, metric="accuracy"}})', "estimated")],
+               "percentunit", color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE},
+               decimals=1), 4, 4)
+    b.add(stat("Label coverage", "Labels joined / predictions over the selected range. Labels arrive late, so "
+               "recent predictions are not yet covered.",
+               [target(f"sum({increase(labels, M, RANGE)}) / sum({increase('mlmon_predictions_total', MV, RANGE)})",
+                       "coverage", instant=True)],
+               "percentunit", steps=thresholds((None, RED), (0.05, YELLOW), (0.2, GREEN)), max=1), 4, 4)
+    b.add(stat("Label delay p50", "Median time from prediction to label over the selected range.",
+               [target(f"histogram_quantile(0.5, sum by (le) "
+                       f"({increase('mlmon_label_delay_seconds_bucket', M, RANGE)}))", "p50", instant=True)],
+               "s", color_mode="value", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
+    b.add(stat("Last label", "Seconds since the last label arrived; red past the model's labels.stale_after.",
+               [target(f"time() - max(mlmon_last_label_timestamp_seconds{{{M}}})", "age")],
+               "s", steps=thresholds((None, GREEN), (86400, RED))), 4, 4)
+
+    b.row("Quality over time")
+    b.add(timeseries("$metric", "Labelled $metric per version over mlmon's window, against the training "
+                     "baseline (dashed grey) and the alert threshold (dashed red). Higher is better for accuracy, "
+                     "precision, recall, f1; lower for log_loss, brier, mae, rmse, mape.",
+                     [target(f'max by (version) (mlmon_model_quality{{{overall}, metric="$metric"}})', "{{version}}"),
+                      target(f'max(mlmon_model_quality_baseline{{{M}, metric="$metric"}})', "baseline"),
+                      target(f'max(mlmon_model_quality_threshold{{{M}, metric="$metric"}})', "threshold")],
+                     "none", decimals=3, overrides=[dashed("baseline", GREY), dashed("threshold", RED)],
+                     repeat="metric", repeatDirection="h", maxPerRow=3), 8, 8)
+
+    b.row("Estimates and fairness")
+    b.add(timeseries("Realised vs estimated accuracy", "Accuracy from labels against the label-free estimate. "
+                     "A growing gap means the estimate is unreliable for the current data (or labels are "
+                     "late); the baseline is dashed.",
+                     [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}})', "realised"),
+                      target(f'max(mlmon_model_quality_estimated{{{M}, metric="accuracy"}})', "estimated"),
+                      target(f'max(mlmon_model_quality_baseline{{{M}, metric="accuracy"}})', "baseline")],
+                     "percentunit", overrides=[dashed("baseline", GREY)]), 12, 8)
+    b.add(timeseries("Fairness gaps by attribute", "Largest difference between groups of each protected "
+                     "attribute (demographic parity: positive-prediction rate; equal opportunity: recall). "
+                     "Dashed: the configured threshold.",
+                     [target(f"max by (attribute, metric) (mlmon_fairness_gap{{{M}}})", "{{attribute}} {{metric}}"),
+                      target(f"max by (metric) (mlmon_fairness_gap_threshold{{{M}}})", "{{metric}} threshold")],
+                     "percentunit", overrides=[dashed(".* threshold", RED)], min=0), 12, 8)
+
+    b.row("Confusion matrix (selected range)")
+    conf = f"sum by (actual, predicted) ({increase('mlmon_confusion_total', MV, RANGE)})"
+    matrix = [{"id": "groupingToMatrix", "options": {"columnField": "predicted", "rowField": "actual",
+                                                     "valueField": "Value"}}]
+    b.add(table("Confusion matrix (counts)", "Joined outcomes over the selected range: rows are actual labels, "
+                "columns predicted classes.", [target(conf, instant=True, fmt="table")], "short",
+                cell="color-background", color={"mode": "continuous-BlPu"}, transformations=matrix), 12, 9)
+    b.add(table("Confusion matrix (share of actual)", "Each row divided by its total: the diagonal is each "
+                "class's recall.",
+                [target(f"{conf} / on(actual) group_left sum by (actual) "
+                        f"({increase('mlmon_confusion_total', MV, RANGE)})", instant=True, fmt="table")],
+                "percentunit", cell="color-background", color={"mode": "continuous-BlPu"}, decimals=1,
+                transformations=matrix), 12, 9)
+
+    b.row("Labels")
+    delay = "mlmon_label_delay_seconds"
+    b.add(timeseries("Label delay", "Time from prediction to ground-truth label: p50, p90, p99.",
+                     [target(quantile(q, delay, M, "model"), f"p{round(q * 100)}") for q in (0.5, 0.9, 0.99)],
+                     "s", min=0), 8, 8)
+    b.add(timeseries("Label coverage", "Labels joined per prediction made in the same interval. Labels arrive "
+                     "late, so this lags traffic changes by the label delay.",
+                     [target(f"sum({rate(labels, M)}) / sum({rate('mlmon_predictions_total', MV)})", "coverage")],
+                     "percentunit", min=0), 8, 8)
+    b.add(timeseries("Label pipeline", "Labels joined, without a matching prediction, duplicated, or expired "
+                     "(ttl / capacity) per second; and labels still waiting for a match.",
+                     [target(f"sum({rate(labels, M)})", "joined"),
+                      target(f"sum({rate('mlmon_labels_unmatched_total', M)})", "unmatched"),
+                      target(f"sum({rate('mlmon_labels_duplicate_total', M)})", "duplicate"),
+                      target(f"sum by (reason) ({rate('mlmon_labels_expired_total', M)})", "expired {{reason}}")],
+                     LABELS_S, min=0), 8, 8)
+    return b.render()
+
+
+# --------------------------------------------------------------------------------------------
+
+BUILDERS = {"overview": overview, "service": service, "drift": drift, "quality": quality}
+
+
+def render(dashboard: dict[str, Any]) -> str:
+    return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def build_all() -> dict[str, str]:
+    """File name → JSON text for every dashboard."""
+    return {f"{key}.json": render(build()) for key, build in BUILDERS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the committed JSON differs")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: %(default)s)")
+    args = parser.parse_args(argv)
+    stale = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name, text in build_all().items():
+        path = args.out / name
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        if args.check:
+            stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run python grafana/build_dashboards.py", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
