@@ -124,6 +124,7 @@ class Traffic:
                  plan: DriftPlan | None = None, label_delay: float = 10.0) -> None:
         self.client = client
         self.label_delay = label_delay
+        self.latency_scale = 1.0
         self._labels: list[tuple[float, str, str]] = []
         self.rate = rate
         self.drift_after = drift_after
@@ -164,7 +165,7 @@ class Traffic:
         truth = np.where(self.rng.random(n) < true_churn_probability(df, plan), "churn", "stay")
         due = time.monotonic() + self.rng.exponential(self.label_delay, n)
         arrives = self.rng.random(n) >= 0.1
-        latency = self.rng.lognormal(np.log(0.02), 0.6, n)
+        latency = self.rng.lognormal(np.log(0.02), 0.6, n) * self.latency_scale
         errors = self.rng.random(n) < 0.002
         ages = df["age"].to_numpy()
         bands = np.select([ages < 30, ages < 45, ages < 60], AGE_BANDS[:3], AGE_BANDS[3])
