@@ -7,6 +7,7 @@ the parser dropping them silently.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,3 +67,26 @@ class Batch:
             self.latency_seconds = np.full(self.size, np.nan)
         if self.error is None:
             self.error = np.zeros(self.size, dtype=bool)
+
+
+def prediction_problem(value: Any) -> str | None:
+    """None if a prediction has one of the shapes ``Batch`` documents, else why not.
+
+    Every parser uses this, so a prediction means the same whatever the wire format.
+    """
+    if value is None or isinstance(value, (str, bool)):
+        return None
+    if isinstance(value, (int, float)):
+        return None if math.isfinite(value) else "must be a finite number"
+    if isinstance(value, dict):
+        if not value:
+            return "must not be an empty mapping"
+        for k, p in value.items():
+            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
+                return f"probability of class {k!r} must be a number in [0, 1]"
+        return None
+    if isinstance(value, list):
+        if not value or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1 for p in value):
+            return "a list prediction must hold class probabilities in [0, 1]"
+        return None
+    return "must be a class label, a number, or a mapping of class to probability"

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.batch import Batch, PayloadError, Rejection
+from exporter.batch import Batch, PayloadError, Rejection, prediction_problem
 from exporter.formats import EventRows, InferenceEvent, rows_from_event
 
 DEFAULT_TTL_SECONDS = 60.0
@@ -55,30 +55,6 @@ class _Half:
     rows: EventRows
     model: str
     deadline: float
-
-
-def check_prediction(value: Any) -> str | None:
-    """None if the monitor can use the prediction, else why not (the record is then rejected).
-
-    Same shapes as the native API: a label, a finite number, ``{class: score}`` or a score list.
-    """
-    if value is None or isinstance(value, (str, bool)):
-        return None
-    if isinstance(value, (int, float)):
-        return None if math.isfinite(value) else "must be a finite number"
-    if isinstance(value, dict):
-        if not value:
-            return "must not be an empty mapping"
-        if any(isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
-               for p in value.values()):
-            return "a mapping prediction must map each class to a finite number"
-        return None
-    if isinstance(value, list):
-        if not value or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
-                            for p in value):
-            return "a list prediction must hold finite class scores"
-        return None
-    return "must be a class label, a number, or a mapping of class to probability"
 
 
 class EventJoiner:
@@ -217,7 +193,7 @@ class EventJoiner:
                 self._count(model, "error_responses")
             elif response.rows.predictions is not None and len(response.rows.predictions) == n:
                 predictions = response.rows.predictions
-                reasons = [check_prediction(p) for p in predictions]
+                reasons = [prediction_problem(p) for p in predictions]
                 if any(reasons):
                     keep = [i for i, r in enumerate(reasons) if r is None]
                     rejected = [Rejection(i, "prediction", r) for i, r in enumerate(reasons) if r is not None]

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from exporter.batch import Batch, PayloadError
-from exporter.events import EventJoiner, check_prediction
+from exporter.batch import prediction_problem as check_prediction
+from exporter.events import EventJoiner
 from exporter.formats import InferenceEvent, decode_event
 
 FIXTURES = Path(os.environ.get("MLMON_FIXTURES")

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.batch import Batch, PayloadError, Rejection
+from exporter.batch import Batch, PayloadError, Rejection, prediction_problem
 
 DEFAULT_VERSION = "unknown"
 _MAX_NAME = 128
@@ -25,26 +25,6 @@ def _name(data: dict[str, Any], key: str, default: str | None = None) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value) or len(str(value)) > _MAX_NAME:
         raise PayloadError(key, f"must be a non-empty string of at most {_MAX_NAME} characters")
     return str(value)
-
-
-def _check_prediction(value: Any) -> str | None:
-    """None if the prediction is usable, else why not."""
-    if value is None or isinstance(value, (str, bool)):
-        return None
-    if isinstance(value, (int, float)):
-        return None if math.isfinite(value) else "must be a finite number"
-    if isinstance(value, dict):
-        if not value:
-            return "must not be an empty mapping"
-        for k, p in value.items():
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
-                return f"probability of class {k!r} must be a number in [0, 1]"
-        return None
-    if isinstance(value, list):
-        if not value or any(isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1 for p in value):
-            return "a list prediction must hold class probabilities in [0, 1]"
-        return None
-    return "must be a class label, a number, or a mapping of class to probability"
 
 
 def _check_latency(value: Any) -> str | None:
@@ -75,7 +55,7 @@ def _check_groups(value: Any) -> str | None:
     return None
 
 
-_RECORD_CHECKS = (("id", _check_id), ("prediction", _check_prediction),
+_RECORD_CHECKS = (("id", _check_id), ("prediction", prediction_problem),
                   ("latency_seconds", _check_latency), ("error", _check_error), ("groups", _check_groups))
 
 
@@ -146,7 +126,7 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
     groups = {str(g): _column(raw_groups, g, n) or [None] * n for g in raw_groups}
 
     bad: dict[int, Rejection] = {}
-    for key, col, check in (("ids", ids, _check_id), ("predictions", preds, _check_prediction),
+    for key, col, check in (("ids", ids, _check_id), ("predictions", preds, prediction_problem),
                             ("latency_seconds", latency, _check_latency), ("errors", errors, _check_error)):
         if col is None:
             continue
