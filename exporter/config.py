@@ -154,6 +154,8 @@ class ModelConfig:
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
+    stale_after_seconds: float = 900.0
+    """Time without predictions after which the model's data counts as stale (traffic.stale_after)."""
 
 
 @dataclass(frozen=True)
@@ -376,7 +378,7 @@ def _quality(r: _Reader, node: Any, path: str) -> dict[str, QualityThreshold]:
 def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: Path | None) -> ModelConfig | None:
     node = r.mapping(node, path, {
         "name", "baseline", "task", "positive_class", "feature_names", "drift", "latency_buckets",
-        "slos", "quality", "labels", "fairness", "data_quality", "window"})
+        "slos", "quality", "labels", "fairness", "data_quality", "window", "traffic"})
     name = r.string(node, "name", path)
     if name is None:
         if "name" not in node:
@@ -401,6 +403,8 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
     labels = r.mapping(node.get("labels"), lpath, {"ttl", "max_pending", "stale_after"})
     fpath = f"{path}.fairness"
     fair = r.mapping(node.get("fairness"), fpath, {"attributes", "max_groups", "min_samples", "threshold"})
+    tpath = f"{path}.traffic"
+    traffic = r.mapping(node.get("traffic"), tpath, {"stale_after"})
     qpath = f"{path}.data_quality"
     dq = r.mapping(node.get("data_quality"), qpath,
                    {"max_missing_ratio", "max_unexpected_category_ratio", "max_out_of_range_ratio"})
@@ -431,6 +435,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
             max_out_of_range_ratio=r.ratio(dq, "max_out_of_range_ratio", qpath, 0.05),
         ),
         window=_window(r, node.get("window"), f"{path}.window", defaults),
+        stale_after_seconds=r.duration(traffic, "stale_after", tpath, ModelConfig.stale_after_seconds),
     )
 
 

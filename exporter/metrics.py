@@ -207,6 +207,8 @@ def _render(monitor: ModelMonitor, f: _Families) -> None:
         f.gauge("mlmon_data_quality_threshold_ratio", "Configured alert threshold for a data-quality rate.",
                 ["model", "check"], [m, check], getattr(dq, attr))
 
+    f.gauge("mlmon_predictions_stale_after_seconds", "Configured time without predictions before data counts as stale.",
+            ["model"], [m], cfg.stale_after_seconds)
     f.gauge("mlmon_window_samples", "Records in the current window.", ["model"], [m], snap.window_samples)
     f.gauge("mlmon_window_min_samples", "Records a window needs before drift is reported.", ["model"], [m],
             cfg.window.min_samples)

@@ -351,7 +351,7 @@ def test_dashboard_specifics():
 
 
 def _contract_text() -> str | None:
-    for candidate in ("docs/metrics.md", "docs/CONTRACT-draft.md", "README.md"):
+    for candidate in ("README.md",):
         path = ROOT / candidate
         if path.exists() and "mlmon_predictions_total" in path.read_text(encoding="utf-8"):
             return path.read_text(encoding="utf-8")
