@@ -119,7 +119,7 @@ class CategoricalProfile:
     kind: str = field(default="categorical", init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.categories)})
+        object.__setattr__(self, "index", {c: i for i, c in enumerate(self.categories)})
 
     @property
     def n_bins(self) -> int:
@@ -129,11 +129,13 @@ class CategoricalProfile:
     def fine_counts(self) -> np.ndarray:
         return self.counts
 
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
     def lookup(self, key: str) -> int:
-        return self._index.get(key, len(self.categories))  # type: ignore[attr-defined]
+        return self.index.get(key, len(self.categories))
 
     def is_known(self, key: str) -> bool:
-        return key in self._index or key in self.known_rare  # type: ignore[attr-defined]
+        return key in self.index or key in self.known_rare
 
     def coarse_counts(self, fine: np.ndarray) -> np.ndarray:
         return fine

@@ -24,7 +24,7 @@ from exporter.window import BucketRing
 
 MAX_VERSIONS = 10
 """Versions tracked separately for quality; older ones share ``__other__`` (bounds memory and series)."""
-LABEL_DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0,
+LABEL_DELAY_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0,
                        7 * 86400.0, 30 * 86400.0)
 
 

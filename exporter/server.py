@@ -8,6 +8,7 @@ feature values.
 
 from __future__ import annotations
 
+import gc
 import hmac
 import json
 import logging
@@ -217,6 +218,10 @@ def run_server(server: Any) -> None:
 def serve(service: Service, app: Flask | None = None) -> None:
     """Run the evaluation loop and the HTTP server until interrupted."""
     server = build_server(service, app)
+    # Everything built so far (baselines, app, libraries) lives as long as the process: freezing it
+    # keeps full garbage collections from re-scanning it (65 ms pauses under ingest load).
+    gc.collect()
+    gc.freeze()
     service.start()
     log.info("mlmon listening on http://%s:%s", service.config.server.host, server.effective_port)
     try:

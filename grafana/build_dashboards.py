@@ -426,7 +426,10 @@ def overview() -> dict[str, Any]:
                [target(f"min(mlmon_model_health_score{{{M}}})", "lowest health")],
                "percentunit", steps=HEALTH_STEPS, min=0, max=1), 6, 4)
     b.add(stat("Firing alerts", "mlmon alerts firing now, by severity. Critical alerts page the on-call.",
-               [target(f'sum by (severity) ({ALERTS}, {ALERT_M}}}) or on() vector(0)', "{{severity}}")],
+               # Instant: over a range, the vector(0) fallback from before the first alert would be shown
+               # as a stale "0" next to the firing counts (it is a different series from {severity=...}).
+               [target(f'sum by (severity) ({ALERTS}, {ALERT_M}}}) or on() vector(0)', "{{severity}}",
+                       instant=True)],
                "none", steps=COUNT_BAD_STEPS, text_mode="value_and_name",
                links=[link("Service dashboard", svc)]), 6, 4)
 
@@ -602,13 +605,14 @@ def drift() -> dict[str, Any]:
               "(default 1h) and are absent below min_samples.",
               [datasource_var(), model_var(multi=False), version_var(),
                query_var("feature", "Feature", f"label_values(mlmon_baseline_bin_ratio{{{FEATURES}}}, feature)",
-                         multi=False, include_all=False),
-               query_var("method", "Method",
-                         f'label_values(mlmon_feature_drift_threshold{{{M}, method!="chi2"}}, method)',
-                         multi=False, include_all=False, default="psi")],
+                         multi=False, include_all=False)],
               [deploy_annotation()], time_from="now-24h")
-    score_ratio = (f'max by (feature) (mlmon_feature_drift_score{{{FEATURES}, method="$method"}}) '
-                   f'/ max by (feature) (mlmon_feature_drift_threshold{{{FEATURES}, method="$method"}})')
+    # Each feature against the threshold of its own detection method (the only method with a
+    # threshold series: by default wasserstein for numeric, psi for categorical features), so every
+    # feature appears on one scale. chi2 is judged on a p-value and cannot be put on that scale.
+    threshold = f'(mlmon_feature_drift_threshold{{{FEATURES}, method!="chi2"}} > 0)'
+    own_ratio = f"mlmon_feature_drift_score{{{FEATURES}}} / {threshold}"
+    score_ratio = f"max by (feature) ({own_ratio})"
 
     b.row("Window")
     b.add(stat("Records in window", "Records in mlmon's current drift window. Below the model's min_samples "
@@ -629,16 +633,17 @@ def drift() -> dict[str, Any]:
                "s", steps=thresholds((None, GREEN), (120, YELLOW), (600, RED))), 6, 4)
 
     b.row("Drift by feature")
-    b.add(table("Drift by feature", "Latest drift score per feature for the selected method, its threshold, "
-                "score/threshold (red at 1 or more) and whether the feature's detection method flags it.",
-                [target(f'max by (feature) (mlmon_feature_drift_score{{{FEATURES}, method="$method"}})',
+    b.add(table("Drift by feature", "Latest drift score per feature for its detection method (by default "
+                "wasserstein for numeric, psi for categorical features), its threshold, score/threshold (red at "
+                "1 or more) and whether the feature is flagged as drifted.",
+                [target(f"max by (feature, method) (mlmon_feature_drift_score{{{FEATURES}}} and {threshold})",
                         instant=True, fmt="table"),
-                 target(f'max by (feature) (mlmon_feature_drift_threshold{{{FEATURES}, method="$method"}})',
-                        instant=True, fmt="table"),
-                 target(score_ratio, instant=True, fmt="table"),
-                 target(f"max by (feature) (mlmon_feature_drift_detected{{{FEATURES}}})", instant=True, fmt="table")],
+                 target(f"max by (feature, method) {threshold}", instant=True, fmt="table"),
+                 target(f"max by (feature, method) ({own_ratio})", instant=True, fmt="table"),
+                 target(f"max by (feature, method) (mlmon_feature_drift_detected{{{FEATURES}}} "
+                        f"+ ignoring(method) group_left(method) (0 * {threshold}))", instant=True, fmt="table")],
                 "none", sort_by="Score / threshold", decimals=3,
-                transformations=merge_table({"feature": "Feature", "Value #A": "Score ($method)",
+                transformations=merge_table({"feature": "Feature", "method": "Method", "Value #A": "Score",
                                              "Value #B": "Threshold", "Value #C": "Score / threshold",
                                              "Value #D": "Detected"}),
                 overrides=[color_cells("Score / threshold", RATIO_STEPS, "percentunit"),
@@ -652,7 +657,7 @@ def drift() -> dict[str, Any]:
     b.add(state_timeline("Drift heatmap (score / threshold)", "Each feature's score divided by its threshold "
                          "over time: green below 80%, yellow approaching, red at or over the threshold.",
                          [target(score_ratio, "{{feature}}")], "percentunit", steps=RATIO_STEPS), 14, 10)
-    b.add(timeseries("Drift score / threshold over time", "Every feature's drift score for the selected method "
+    b.add(timeseries("Drift score / threshold over time", "Every feature's drift score for its detection method "
                      "as a share of its own threshold, so all features share one scale: the dashed line at "
                      "100% is the threshold.", [target(score_ratio, "{{feature}}")], "percentunit",
                      steps=thresholds((None, GREEN), (1, RED)), line_thresholds=True, min=0,
@@ -739,7 +744,8 @@ def quality() -> dict[str, Any]:
                [target(f"histogram_quantile(0.5, sum by (le) "
                        f"({increase('mlmon_label_delay_seconds_bucket', M, RANGE)}))", "p50", instant=True)],
                "s", color_mode="value", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
-    b.add(stat("Last label", "Seconds since the last label arrived; red past the model's labels.stale_after.",
+    b.add(stat("Last label", "Seconds since the last label arrived; red after a day. (MlmonLabelsStale alerts "
+               "earlier, past the model's labels.stale_after.)",
                [target(f"time() - max(mlmon_last_label_timestamp_seconds{{{M}}})", "age")],
                "s", steps=thresholds((None, GREEN), (86400, RED))), 4, 4)
 
