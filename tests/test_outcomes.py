@@ -21,6 +21,7 @@ from exporter.config import (
     WindowConfig,
 )
 from exporter.monitor import ModelMonitor
+from exporter.outcomes import LABEL_DELAY_BUCKETS
 from exporter.service import Service
 
 
@@ -77,7 +78,7 @@ def test_labels_before_after_twice_never_and_unknown_are_each_counted():
     assert (counters.labels, counters.unmatched, counters.duplicates, counters.expired_ttl) == (2, 2, 1, 1)
     assert pending == 0
     assert counters.delay_sum == pytest.approx(84.0)
-    assert counters.delay_buckets[0] == 2  # both within the first (60 s) bucket
+    assert counters.delay_buckets[LABEL_DELAY_BUCKETS.index(60.0)] == 2  # 42 s: the (30, 60] bucket
 
 
 def test_pending_store_stays_within_its_bound_under_twice_its_capacity():
