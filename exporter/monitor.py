@@ -161,7 +161,7 @@ class ModelMonitor:
 
     def _prediction_keys(self, predictions: list[Any]) -> list[Any]:
         """The predicted class per record (classification) or the raw value (regression)."""
-        if self.baseline.task == "regression":
+        if self.baseline.task == "regression" or set(map(type, predictions)) == {str}:
             return predictions
         classes = self.baseline.classes
         out = []

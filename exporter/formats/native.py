@@ -105,6 +105,26 @@ def _column(data: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
     return value
 
 
+def _all_valid(key: str, col: list[Any]) -> bool:
+    """Whole-column check for the common shapes, so a clean column costs no per-value calls."""
+    types = set(map(type, col))
+    if key == "ids":
+        return types == {str} and max(map(len, col), default=0) <= 256
+    if key == "predictions":
+        if types <= {str, bool}:
+            return True
+        return types <= {int, float} and bool(np.isfinite(np.asarray(col, dtype=np.float64)).all())
+    if key == "errors":
+        return types <= {bool, type(None)}
+    return False
+
+
+def _id_strings(ids: list[Any]) -> list[str | None]:
+    if set(map(type, ids)) == {str}:
+        return ids
+    return [None if v is None else str(v) for v in ids]
+
+
 def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
     feats = data.get("features")
     if not isinstance(feats, dict):
@@ -128,7 +148,7 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
     bad: dict[int, Rejection] = {}
     for key, col, check in (("ids", ids, _check_id), ("predictions", preds, prediction_problem),
                             ("latency_seconds", latency, _check_latency), ("errors", errors, _check_error)):
-        if col is None:
+        if col is None or _all_valid(key, col):
             continue
         if key == "latency_seconds" and set(map(type, col)) <= {int, float}:
             arr = np.asarray(col, dtype=np.float64)
@@ -161,7 +181,7 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
         model=model, version=version, size=size,
         features={str(name): take(col) for name, col in feats.items()},
         predictions=take(preds),
-        ids=None if ids is None else [None if v is None else str(v) for v in take(ids)],
+        ids=None if ids is None else _id_strings(take(ids)),
         latency_seconds=None if lat is None else np.array([np.nan if v is None else v for v in lat], dtype=np.float64),
         error=None if errors is None else np.array([bool(v) for v in take(errors)], dtype=bool),
         groups={g: take(col) for g, col in groups.items()},
