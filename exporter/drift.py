@@ -68,8 +68,9 @@ class _Counts:
     __slots__ = ("b", "c", "empty", "nb", "nc", "one_d")
 
     def __init__(self, baseline_counts: ArrayLike, current_counts: ArrayLike) -> None:
-        b = _as_counts("baseline_counts", baseline_counts)
-        c = _as_counts("current_counts", current_counts)
+        with np.errstate(over="ignore"):  # an overflowing total is reported as a ValueError below
+            b, nb = _as_counts("baseline_counts", baseline_counts)
+            c, nc = _as_counts("current_counts", current_counts)
         if b.ndim != c.ndim:
             raise ValueError(
                 "baseline_counts and current_counts must both be 1-D or both be 2-D, "
@@ -86,28 +87,32 @@ class _Counts:
                 f"got {b.shape[0]} and {c.shape[0]}"
             )
         self.one_d = b.ndim == 1
-        if self.one_d:
-            b, c = b.reshape(1, -1), c.reshape(1, -1)
-        self.b, self.c = b, c
-        nb = b.sum(axis=1, keepdims=True)
-        nc = c.sum(axis=1, keepdims=True)
-        _check_totals("baseline_counts", b, nb)
-        _check_totals("current_counts", c, nc)
-        # Empty rows divide by 1 instead of 0 (all their counts are 0, so everything stays finite
-        # and warning-free) and are set to NaN by ``out``.
-        self.empty = ((nb == 0) | (nc == 0)).ravel()
-        self.nb = np.where(nb == 0, 1.0, nb)
-        self.nc = np.where(nc == 0, 1.0, nc)
+        self.b, self.c = b.reshape(-1, b.shape[-1]), c.reshape(-1, c.shape[-1])
+        # Row totals as a column, to broadcast against the bins.
+        nb, nc = nb.reshape(-1, 1), nc.reshape(-1, 1)
+        self.empty = None
+        if not (nb.min(initial=1.0) > 0 and nc.min(initial=1.0) > 0):
+            # Empty rows divide by 1 instead of 0 (their counts are all 0, so everything stays
+            # finite and warning-free) and are set to NaN by ``out``.
+            self.empty = ((nb == 0) | (nc == 0)).ravel()
+            nb, nc = np.where(nb == 0, 1.0, nb), np.where(nc == 0, 1.0, nc)
+        self.nb, self.nc = nb, nc
 
     def out(self, values: np.ndarray) -> Score:
         """NaN for empty rows; a Python float for 1-D input, so scalar callers see no numpy types."""
-        if self.empty.any():
+        if self.empty is not None:
             values = np.where(self.empty, _NAN, values)
         return float(values[0]) if self.one_d else values
 
 
-def _as_counts(name: str, counts: ArrayLike) -> np.ndarray:
-    """Float64, C-ordered so that a row reduces in the same order whether it came alone or in a batch."""
+def _as_counts(name: str, counts: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Validated float64 counts and their totals over the last axis.
+
+    C order, so that a row reduces in the same order whether it came alone or in a batch. Besides
+    the totals, which every statistic needs, the happy path costs two reductions: a NaN fails
+    ``min >= 0``, and with no negative counts an infinite count shows as an infinite total. Only a
+    failure looks closer, to name the problem.
+    """
     arr = np.asarray(counts, dtype=np.float64, order="C")
     if arr.ndim not in (1, 2):
         raise ValueError(
@@ -115,20 +120,14 @@ def _as_counts(name: str, counts: ArrayLike) -> np.ndarray:
         )
     if arr.shape[-1] == 0:
         raise ValueError(f"{name} has no bins; a feature always has at least one bin")
-    # One reduction instead of isfinite + compare: NaN fails ``>= 0`` too; +inf is caught by the totals.
-    if arr.size and not arr.min() >= 0:
+    totals = arr.sum(axis=-1)
+    if not (arr.min(initial=0.0) >= 0 and totals.max(initial=0.0) < math.inf):
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} contains NaN or infinite counts")
-        raise ValueError(f"{name} contains negative counts")
-    return arr
-
-
-def _check_totals(name: str, arr: np.ndarray, totals: np.ndarray) -> None:
-    """Counts are known non-negative here, so a non-finite total means an infinite count (or overflow)."""
-    if not np.isfinite(totals).all():
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name} contains NaN or infinite counts")
+        if (arr < 0).any():
+            raise ValueError(f"{name} contains negative counts")
         raise ValueError(f"{name} totals overflow float64")
+    return arr, totals
 
 
 def _floored(p: np.ndarray) -> np.ndarray:
@@ -150,7 +149,7 @@ def psi(baseline_counts: ArrayLike, current_counts: ArrayLike) -> Score:
     x = _Counts(baseline_counts, current_counts)
     pb = _floored(x.b / x.nb)
     pc = _floored(x.c / x.nc)
-    return x.out(np.sum((pc - pb) * np.log(pc / pb), axis=1))
+    return x.out(((pc - pb) * np.log(pc / pb)).sum(axis=1))
 
 
 def kl_divergence(baseline_counts: ArrayLike, current_counts: ArrayLike) -> Score:
@@ -163,7 +162,7 @@ def kl_divergence(baseline_counts: ArrayLike, current_counts: ArrayLike) -> Scor
     x = _Counts(baseline_counts, current_counts)
     pb = _floored(x.b / x.nb)
     pc = _floored(x.c / x.nc)
-    return x.out(np.maximum(np.sum(pc * np.log(pc / pb), axis=1), 0.0))
+    return x.out(np.maximum((pc * np.log(pc / pb)).sum(axis=1), 0.0))
 
 
 def js_distance(baseline_counts: ArrayLike, current_counts: ArrayLike) -> Score:
@@ -176,7 +175,7 @@ def js_distance(baseline_counts: ArrayLike, current_counts: ArrayLike) -> Score:
     pb = x.b / x.nb
     pc = x.c / x.nc
     m = (pb + pc) / 2.0
-    js = (np.sum(special.rel_entr(pb, m), axis=1) + np.sum(special.rel_entr(pc, m), axis=1)) / (2.0 * math.log(2.0))
+    js = (special.rel_entr(pb, m).sum(axis=1) + special.rel_entr(pc, m).sum(axis=1)) / (2.0 * math.log(2.0))
     # Rounding can leave a tiny negative number for near-identical inputs; sqrt of it would be NaN.
     return x.out(np.sqrt(np.maximum(js, 0.0)))
 
@@ -195,9 +194,9 @@ def ks_from_counts(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tup
     x = _Counts(baseline_counts, current_counts)
     # The last boundary is +inf where both CDFs are 1, so it is left out; with one bin no boundary
     # is left and ``initial`` makes D = 0.
-    d = np.minimum(np.max(np.abs(_cdf_gap(x)), axis=1, initial=0.0), 1.0)
+    d = np.minimum(np.abs(_cdf_gap(x)).max(axis=1, initial=0.0), 1.0)
     n_eff = (x.nb * x.nc / (x.nb + x.nc)).ravel()
-    p = np.clip(special.kolmogorov(np.sqrt(n_eff) * d), 0.0, 1.0)
+    p = np.minimum(np.maximum(special.kolmogorov(np.sqrt(n_eff) * d), 0.0), 1.0)
     return x.out(d), x.out(p)
 
 
@@ -213,18 +212,35 @@ def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tuple[S
     x = _Counts(baseline_counts, current_counts)
     shares = _floored(x.b / x.nb)
     expected = shares / shares.sum(axis=1, keepdims=True) * x.nc
-    stat = np.sum((x.c - expected) ** 2 / expected, axis=1)
+    stat = ((x.c - expected) ** 2 / expected).sum(axis=1)
     dof = x.b.shape[1] - 1
     p = special.chdtrc(dof, stat) if dof >= 1 else np.full(stat.shape, _NAN)
     return x.out(stat), x.out(p)
 
 
 def _per_row(name: str, value: ArrayLike, rows: int) -> np.ndarray:
-    """A scalar or one value per row, as a (rows,) float64 array."""
+    """A scalar or one value per row, as a column that broadcasts against (rows, bins)."""
     arr = np.asarray(value, dtype=np.float64)
     if arr.ndim != 0 and arr.shape != (rows,):
         raise ValueError(f"{name} must be a scalar or a vector of {rows} values (one per row), got shape {arr.shape}")
-    return np.broadcast_to(arr, (rows,))
+    return arr.reshape(-1, 1)
+
+
+def _check_support(lo: ArrayLike, hi: ArrayLike, lo_a: np.ndarray, hi_a: np.ndarray, one_d: bool) -> None:
+    """Name the first row whose [lo, hi] is not finite or reversed (the slow path of a failed check)."""
+    rows = max(lo_a.shape[0], hi_a.shape[0])
+    lo_a, hi_a = np.broadcast_to(lo_a, (rows, 1)).ravel(), np.broadcast_to(hi_a, (rows, 1)).ravel()
+    bad = ~(np.isfinite(lo_a) & np.isfinite(hi_a))
+    if bad.any():
+        if one_d:
+            raise ValueError(f"lo and hi must be finite, got lo={lo!r}, hi={hi!r}")
+        i = int(np.argmax(bad))
+        raise ValueError(f"lo and hi must be finite, got lo={float(lo_a[i])!r}, hi={float(hi_a[i])!r} in row {i}")
+    bad = lo_a > hi_a
+    if bad.any():
+        i = int(np.argmax(bad))
+        where = "" if one_d else f" in row {i}"
+        raise ValueError(f"lo must not exceed hi, got lo={float(lo_a[i])!r}, hi={float(hi_a[i])!r}{where}")
 
 
 def wasserstein_from_counts(
@@ -265,25 +281,19 @@ def wasserstein_from_counts(
         )
     if not np.isfinite(e).all():
         raise ValueError("edges contains NaN or infinite values")
-    if (np.diff(e, axis=1) < 0).any():
+    if (e[:, 1:] < e[:, :-1]).any():
         raise ValueError("edges must be sorted in increasing order")
     lo_a, hi_a = _per_row("lo", lo, rows), _per_row("hi", hi, rows)
-    bad = ~(np.isfinite(lo_a) & np.isfinite(hi_a))
-    if bad.any():
-        if x.one_d:
-            raise ValueError(f"lo and hi must be finite, got lo={lo!r}, hi={hi!r}")
-        i = int(np.argmax(bad))
-        raise ValueError(f"lo and hi must be finite, got lo={float(lo_a[i])!r}, hi={float(hi_a[i])!r} in row {i}")
-    bad = lo_a > hi_a
-    if bad.any():
-        i = int(np.argmax(bad))
-        where = "" if x.one_d else f" in row {i}"
-        raise ValueError(f"lo must not exceed hi, got lo={float(lo_a[i])!r}, hi={float(hi_a[i])!r}{where}")
+    # -inf < lo <= hi < inf is false for NaN too, so one combined test covers the happy path.
+    if not ((lo_a <= hi_a) & (lo_a > -math.inf) & (hi_a < math.inf)).all():
+        _check_support(lo, hi, lo_a, hi_a, x.one_d)
     s = _per_row("scale", scale, rows)
-    s = np.where(np.isfinite(s) & (s > 0), s, 1.0)
+    s = np.where(np.isfinite(s) & (s > 0), s, 1.0).ravel()
 
-    lo_c, hi_c = lo_a[:, None], hi_a[:, None]
-    width = np.diff(np.concatenate((lo_c, np.clip(e, lo_c, hi_c), hi_c), axis=1), axis=1)
+    bounds = np.empty((rows, k + 1))
+    bounds[:, :1], bounds[:, -1:] = lo_a, hi_a
+    np.minimum(np.maximum(e, lo_a), hi_a, out=bounds[:, 1:-1])  # clip the edges to [lo, hi]
+    width = bounds[:, 1:] - bounds[:, :-1]
     # CDF difference at every boundary: 0 at lo and at hi by construction, exact zeros there
     # rather than 1 - 1 after rounding.
     g = np.zeros((rows, k + 1))
@@ -295,4 +305,4 @@ def wasserstein_from_counts(
     # changes sign it is two triangles meeting at the root: w * (g0^2 + g1^2) / (2 (|g0| + |g1|)).
     safe_sum = np.where(crossing, a0 + a1, 1.0)
     area = np.where(crossing, width * (g0 * g0 + g1 * g1) / (2.0 * safe_sum), width * (a0 + a1) / 2.0)
-    return x.out(np.sum(area, axis=1) / s)
+    return x.out(area.sum(axis=1) / s)

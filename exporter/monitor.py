@@ -43,6 +43,22 @@ def methods_for(profile: FeatureProfile) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class _DriftGroup:
+    """Features with one bin layout, stacked as rows; baseline side precomputed once."""
+
+    profiles: list[FeatureProfile]
+    index: np.ndarray
+    methods: tuple[str, ...]
+    detections: list[str]
+    thresholds: list[dict[str, float]]
+    base_fine: np.ndarray
+    base_coarse: np.ndarray
+    edges: np.ndarray | None
+    support: np.ndarray | None
+    std: np.ndarray | None
+
+
+@dataclass(frozen=True)
 class FeatureDrift:
     feature: str
     kind: str
@@ -131,6 +147,7 @@ class ModelMonitor:
         now = clock()
         self._window = BucketRing(width, win.n_buckets, win.bucket_seconds, now)
         self.outcomes = OutcomeTracker(config, baseline, now)
+        self._groups = self._drift_groups()
         self._cumulative = np.zeros(self._records_slot, dtype=np.int64)
         self._quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
         self._unknown_features = 0
@@ -288,10 +305,8 @@ class ModelMonitor:
         now = self.clock() if now is None else now
         counts = self.window_counts(now)
         min_samples = self.config.window.min_samples
-        results = []
-        for i, profile in enumerate(self.profiles):
-            current = counts[self.offsets[i]:self.offsets[i + 1]]
-            results.append(self._feature_drift(profile, current, min_samples))
+        by_name = {fd.feature: fd for g in self._groups for fd in self._group_drift(g, counts, min_samples)}
+        results = [by_name[p.name] for p in self.profiles]
         quality = self.outcomes.evaluate(now) if self.outcomes.enabled else None
         components = self._health_components(counts, results, quality)
         weight = sum(HEALTH_WEIGHTS[k] for k in components)
@@ -331,37 +346,66 @@ class ModelMonitor:
             out["slo"] = float(np.mean([np.clip(1 - (b - 1) / 9, 0, 1) for b in burns]))
         return out
 
-    def _feature_drift(self, profile: FeatureProfile, current: np.ndarray, min_samples: int) -> FeatureDrift:
+    def _drift_groups(self) -> list[_DriftGroup]:
+        """Features that share a bin layout, so each statistic runs once per group (O(bins) numpy)."""
+        by_layout: dict[tuple[Any, ...], list[int]] = {}
+        for i, p in enumerate(self.profiles):
+            layout = (p.kind, p.n_bins, tuple(p.coarse_starts.tolist()) if isinstance(p, NumericProfile) else ())
+            by_layout.setdefault(layout, []).append(i)
         cfg = self.config.drift
-        detection = cfg.detection_for(profile.name, profile.kind)
-        methods = [m for m in methods_for(profile) if m in cfg.methods or m == detection]
-        thresholds = {m: cfg.threshold_for(profile.name, m) for m in methods}
-        samples = int(current.sum())
-        if samples < min_samples:
-            return FeatureDrift(profile.name, profile.kind, samples, {}, {}, thresholds, detection, None)
-        base_fine = profile.fine_counts
-        base_coarse, cur_coarse = profile.coarse_counts(base_fine), profile.coarse_counts(current)
-        scores: dict[str, float] = {}
-        pvalues: dict[str, float] = {}
-        for method in methods:
+        groups = []
+        for members in by_layout.values():
+            profiles = [self.profiles[i] for i in members]
+            first = profiles[0]
+            detections = [cfg.detection_for(p.name, p.kind) for p in profiles]
+            methods = tuple(m for m in methods_for(first) if m in cfg.methods or m in detections)
+            base = np.stack([p.fine_counts for p in profiles]).astype(np.float64)
+            index = np.stack([np.arange(self.offsets[i], self.offsets[i + 1]) for i in members])
+            numeric = isinstance(first, NumericProfile)
+            groups.append(_DriftGroup(
+                profiles=profiles, index=index, methods=methods, detections=detections,
+                thresholds=[{m: cfg.threshold_for(p.name, m) for m in methods} for p in profiles],
+                base_fine=base, base_coarse=first.coarse_counts(base) if numeric else base,
+                edges=np.stack([p.edges for p in profiles]) if numeric else None,
+                support=np.array([p.support for p in profiles]).T if numeric else None,
+                std=np.array([p.std for p in profiles]) if numeric else None))
+        return groups
+
+    def _group_drift(self, g: _DriftGroup, counts: np.ndarray, min_samples: int) -> list[FeatureDrift]:
+        current = counts[g.index].astype(np.float64)
+        samples = current.sum(axis=1)
+        numeric = g.edges is not None
+        coarse = g.profiles[0].coarse_counts(current) if numeric else current
+        scores: dict[str, np.ndarray] = {}
+        pvalues: dict[str, np.ndarray] = {}
+        for method in g.methods:
             if method == "psi":
-                scores[method] = drift.psi(base_coarse, cur_coarse)
+                scores[method] = drift.psi(g.base_coarse, coarse)
             elif method == "js":
-                scores[method] = drift.js_distance(base_coarse, cur_coarse)
+                scores[method] = drift.js_distance(g.base_coarse, coarse)
             elif method == "kl":
-                scores[method] = drift.kl_divergence(base_coarse, cur_coarse)
+                scores[method] = drift.kl_divergence(g.base_coarse, coarse)
             elif method == "ks":
-                scores[method], pvalues[method] = drift.ks_from_counts(base_fine, current)
+                scores[method], pvalues[method] = drift.ks_from_counts(g.base_fine, current)
             elif method == "chi2":
-                scores[method], pvalues[method] = drift.chi_square(base_fine, current)
-            elif method == "wasserstein" and isinstance(profile, NumericProfile):
-                lo, hi = profile.support
-                scores[method] = drift.wasserstein_from_counts(profile.edges, base_fine, current, lo, hi, profile.std)
-        if detection in PVALUE_METHODS:
-            detected = bool(pvalues[detection] < thresholds[detection])
-        else:
-            detected = bool(scores[detection] > thresholds[detection])
-        return FeatureDrift(profile.name, profile.kind, samples, scores, pvalues, thresholds, detection, detected)
+                scores[method], pvalues[method] = drift.chi_square(g.base_fine, current)
+            elif method == "wasserstein" and numeric:
+                lo, hi = g.support
+                scores[method] = drift.wasserstein_from_counts(g.edges, g.base_fine, current, lo, hi, g.std)
+        out = []
+        for r, profile in enumerate(g.profiles):
+            n, detection, thresholds = int(samples[r]), g.detections[r], g.thresholds[r]
+            if n < min_samples:
+                out.append(FeatureDrift(profile.name, profile.kind, n, {}, {}, thresholds, detection, None))
+                continue
+            row_scores = {m: float(v[r]) for m, v in scores.items()}
+            row_p = {m: float(v[r]) for m, v in pvalues.items()}
+            if detection in PVALUE_METHODS:
+                detected = bool(row_p[detection] < thresholds[detection])
+            else:
+                detected = bool(row_scores[detection] > thresholds[detection])
+            out.append(FeatureDrift(profile.name, profile.kind, n, row_scores, row_p, thresholds, detection, detected))
+        return out
 
     @property
     def evaluation(self) -> Evaluation | None:

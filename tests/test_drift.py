@@ -411,7 +411,8 @@ def test_length_mismatch_is_a_clear_error(fn):
         ([1, -1, 3], "negative"),
         ([1.0, float("nan"), 3.0], "NaN or infinite"),
         ([], "no bins"),
-        ([[1, 2]], "1-D"),
+        # 2-D is now a batch of rows (see test_one_row_batch_returns_arrays); 3-D is still malformed.
+        ([[[1, 2]]], "1-D"),
     ],
 )
 def test_malformed_counts_are_rejected(bad, message):
@@ -423,3 +424,161 @@ def test_accepts_lists_and_int_arrays_and_returns_python_floats():
     b, c = [10, 20, 30], np.array([30, 20, 10], dtype=np.int32)
     for value in _all_values(b, c):
         assert type(value) is float and math.isfinite(value)
+
+
+# --- batches: 2-D (rows, bins) inputs ---------------------------------------------------------
+
+BATCH_BINS = [1, 2, 10, 51, 100]
+ROWS = 40
+
+
+def count_matrices(bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and current count matrices, one feature per row, with the awkward rows in front."""
+    rng = np.random.default_rng(SEED + 5 + bins)
+    totals = 10 ** rng.uniform(0, 6, size=(2, ROWS, 1))  # mixed totals, 1 to a million records
+    b = rng.poisson(rng.dirichlet(np.full(bins, 0.5), size=ROWS) * totals[0])
+    c = rng.poisson(rng.dirichlet(np.full(bins, 0.5), size=ROWS) * totals[1])
+    b[rng.random(b.shape) < 0.1] = 0  # scattered empty bins on both sides
+    c[rng.random(c.shape) < 0.1] = 0
+    b[:8] = rng.integers(1, 1000, size=(8, bins))
+    c[1] = 0  # empty current window
+    b[2] = 0  # empty baseline
+    b[3] = c[3] = 0
+    c[4] = b[4]  # identical
+    c[5] = 3 * b[5]  # same shares, other total
+    b[6], c[6] = 0, 0  # disjoint
+    b[6, 0], c[6, -1] = 500, 80
+    b[7], c[7] = 0, 0  # flooring alone would make KL negative here
+    b[7, -1], c[7, 0], c[7, -1] = 100_000, 2, 99_998
+    return b, c
+
+
+def _empty_rows(b, c) -> np.ndarray:
+    return (np.sum(b, axis=1) == 0) | (np.sum(c, axis=1) == 0)
+
+
+def assert_rowwise(got, want) -> None:
+    """The batch result is a float64 vector equal to the 1-D results, NaN where they are NaN."""
+    assert isinstance(got, np.ndarray) and got.dtype == np.float64 and got.shape == (len(want),)
+    np.testing.assert_allclose(got, np.array(want, dtype=float), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("bins", BATCH_BINS)
+@pytest.mark.parametrize("fn", [drift.psi, drift.kl_divergence, drift.js_distance])
+def test_batch_equals_row_by_row(fn, bins):
+    b, c = count_matrices(bins)
+    want = [fn(b[i], c[i]) for i in range(ROWS)]
+    assert_rowwise(fn(b, c), want)
+    assert_rowwise(fn(b.astype(float), np.asfortranarray(c)), want)  # float and column-major input
+    assert np.array_equal(np.isnan(fn(b, c)), _empty_rows(b, c))
+    assert not np.any(fn(b, c) < 0)
+
+
+@pytest.mark.parametrize("bins", BATCH_BINS)
+@pytest.mark.parametrize("fn", [drift.ks_from_counts, drift.chi_square])
+def test_batch_pairs_equal_row_by_row(fn, bins):
+    b, c = count_matrices(bins)
+    stat, p = fn(b, c)
+    rows = [fn(b[i], c[i]) for i in range(ROWS)]
+    assert_rowwise(stat, [r[0] for r in rows])
+    assert_rowwise(p, [r[1] for r in rows])
+    assert np.array_equal(np.isnan(stat), _empty_rows(b, c))
+    if fn is drift.chi_square and bins == 1:
+        assert np.all(np.isnan(p))  # no degrees of freedom in any row
+    else:
+        assert np.array_equal(np.isnan(p), _empty_rows(b, c))
+
+
+def test_batch_chi_square_uses_bins_minus_one_dof():
+    b, c = count_matrices(10)
+    keep = ~_empty_rows(b, c)
+    stat, p = drift.chi_square(b[keep], c[keep])
+    np.testing.assert_allclose(p, stats.chi2.sf(stat, 9), rtol=1e-12, atol=1e-300)
+
+
+def _wasserstein_rows(bins: int):
+    rng = np.random.default_rng(SEED + 6 + bins)
+    edges = np.sort(rng.normal(0.0, 2.0, size=(ROWS, bins - 1)), axis=1)
+    lo = np.minimum(edges.min(axis=1, initial=0.0), 0.0) - rng.uniform(0.0, 1.0, ROWS)
+    hi = np.maximum(edges.max(axis=1, initial=0.0), 0.0) + rng.uniform(0.0, 1.0, ROWS)
+    lo[:5] = np.minimum(lo[:5] + 1.5, hi[:5])  # edges outside [lo, hi] are clipped
+    hi[5:10] = np.maximum(hi[5:10] - 1.5, lo[5:10])
+    lo[10], hi[10] = 0.5, 0.5  # zero-width support
+    scale = rng.uniform(0.1, 3.0, ROWS)
+    scale[11:15] = [0.0, -1.0, float("nan"), float("inf")]
+    return edges, lo, hi, scale
+
+
+@pytest.mark.parametrize("bins", BATCH_BINS)
+def test_batch_wasserstein_equals_row_by_row(bins):
+    b, c = count_matrices(bins)
+    edges, lo, hi, scale = _wasserstein_rows(bins)
+    want = [drift.wasserstein_from_counts(edges[i], b[i], c[i], lo[i], hi[i], scale[i]) for i in range(ROWS)]
+    assert_rowwise(drift.wasserstein_from_counts(edges, b, c, lo, hi, scale), want)
+    assert np.array_equal(np.isnan(want), _empty_rows(b, c))
+    # Scalars broadcast to every row.
+    lo_s, hi_s = min(lo.min(), edges.min(initial=0.0)), max(hi.max(), edges.max(initial=0.0))
+    want = [drift.wasserstein_from_counts(edges[i], b[i], c[i], lo_s, hi_s, 0.7) for i in range(ROWS)]
+    assert_rowwise(drift.wasserstein_from_counts(edges, b, c, lo_s, hi_s, 0.7), want)
+
+
+def test_one_row_batch_returns_arrays():
+    assert_rowwise(drift.psi([[1, 2]], [[2, 1]]), [drift.psi([1, 2], [2, 1])])
+    d, p = drift.ks_from_counts([[1, 2]], [[2, 1]])
+    assert_rowwise(d, [drift.ks_from_counts([1, 2], [2, 1])[0]])
+    assert_rowwise(p, [drift.ks_from_counts([1, 2], [2, 1])[1]])
+    got = drift.wasserstein_from_counts([[1.0]], [[10, 0]], [[0, 7]], 0.0, 2.0, 1.0)
+    assert_rowwise(got, [1.0])
+
+
+def test_batch_of_zero_rows():
+    b = np.zeros((0, 4))
+    for fn in (drift.psi, drift.kl_divergence, drift.js_distance):
+        assert fn(b, b).shape == (0,)
+    for fn in (drift.ks_from_counts, drift.chi_square):
+        assert [v.shape for v in fn(b, b)] == [(0,), (0,)]
+    assert drift.wasserstein_from_counts(np.zeros((0, 3)), b, b, 0.0, 1.0, 1.0).shape == (0,)
+
+
+@pytest.mark.parametrize(
+    ("b", "c", "message"),
+    [
+        (np.ones((3, 4)), np.ones((3, 5)), r"same number of bins, got 4 and 5"),
+        (np.ones((3, 4)), np.ones((2, 4)), r"same number of rows, got 3 and 2"),
+        (np.ones((3, 4)), np.ones(4), r"both be 1-D or both be 2-D, got shapes \(3, 4\) and \(4,\)"),
+        (np.ones(4), np.ones((1, 4)), r"both be 1-D or both be 2-D"),
+        (np.ones((3, 0)), np.ones((3, 0)), r"baseline_counts has no bins"),
+        (np.ones((2, 3, 4)), np.ones((2, 3, 4)), r"1-D vector of bin counts or a 2-D \(rows, bins\) array"),
+        (np.ones((3, 4)), [[1, 1, 1, 1], [1, -1, 1, 1], [1, 1, 1, 1]], r"current_counts contains negative"),
+        ([[1, 1], [1, float("nan")]], np.ones((2, 2)), r"baseline_counts contains NaN or infinite"),
+        ([[1, 1], [1, float("inf")]], np.ones((2, 2)), r"baseline_counts contains NaN or infinite"),
+        ([1.0, float("inf")], [1.0, 1.0], r"baseline_counts contains NaN or infinite"),
+        ([[1, 1], [1e308, 1e308]], np.ones((2, 2)), r"baseline_counts totals overflow float64"),
+    ],
+)
+@pytest.mark.parametrize(
+    "fn", [drift.psi, drift.kl_divergence, drift.js_distance, drift.ks_from_counts, drift.chi_square]
+)
+def test_batch_shape_errors(fn, b, c, message):
+    with pytest.raises(ValueError, match=message):
+        fn(b, c)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"edges": np.zeros((3, 2))}, r"edges must be a \(3, 3\) array, 3 interior edges for each row of 4 bins"),
+        ({"edges": np.zeros(3)}, r"interior edges"),
+        ({"edges": [[1, 2, 3], [1, 3, 2], [1, 2, 3]]}, r"sorted"),
+        ({"edges": [[1, 2, 3], [1, 2, float("nan")], [1, 2, 3]]}, r"NaN or infinite"),
+        ({"lo": [0.0, 0.0]}, r"lo must be a scalar or a vector of 3 values \(one per row\), got shape \(2,\)"),
+        ({"scale": np.ones((3, 1))}, r"scale must be a scalar or a vector of 3 values"),
+        ({"hi": [4.0, float("inf"), 4.0]}, r"lo and hi must be finite, got lo=0.0, hi=inf in row 1"),
+        ({"lo": [0.0, 0.0, 5.0]}, r"lo must not exceed hi, got lo=5.0, hi=4.0 in row 2"),
+    ],
+)
+def test_batch_wasserstein_errors(change, message):
+    args = {"edges": [[1.0, 2.0, 3.0]] * 3, "lo": 0.0, "hi": 4.0, "scale": 1.0} | change
+    b = np.ones((3, 4))
+    with pytest.raises(ValueError, match=message):
+        drift.wasserstein_from_counts(args["edges"], b, b, args["lo"], args["hi"], args["scale"])
