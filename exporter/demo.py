@@ -181,7 +181,7 @@ class Traffic:
 
 def run_demo(port: int = 8000, rate: float = 100.0, drift_after: float = 120.0, duration: float | None = None,
              host: str = "127.0.0.1") -> None:
-    from exporter.server import build_server, run_server
+    from exporter.server import build_server, run_server, stop_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     service = Service(demo_config(port, host), {MODEL: demo_baseline()})
@@ -213,4 +213,4 @@ support_calls and contract shift, and churn behaviour changes, so accuracy drops
         traffic.stop()
         client.close()
         service.stop()
-        server.close()
+        stop_server(server)

@@ -215,6 +215,12 @@ def run_server(server: Any) -> None:
             raise
 
 
+def stop_server(server: Any) -> None:
+    """Let worker threads finish their requests, then close the sockets."""
+    server.task_dispatcher.shutdown()
+    server.close()
+
+
 def serve(service: Service, app: Flask | None = None) -> None:
     """Run the evaluation loop and the HTTP server until interrupted."""
     server = build_server(service, app)
@@ -228,4 +234,4 @@ def serve(service: Service, app: Flask | None = None) -> None:
         run_server(server)
     finally:
         service.stop()
-        server.close()
+        stop_server(server)

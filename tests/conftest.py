@@ -15,7 +15,7 @@ import requests
 
 from exporter.baseline import Baseline, build_baseline
 from exporter.config import Config, ModelConfig, ServerConfig, SLOConfig, WindowConfig
-from exporter.server import build_server, create_app, run_server
+from exporter.server import build_server, create_app, run_server, stop_server
 from exporter.service import Service
 
 
@@ -86,4 +86,4 @@ def serve(service: Service, token: str | None = None) -> Iterator[LiveServer]:
         yield LiveServer(f"http://127.0.0.1:{server.effective_port}", service)
     finally:
         service.stop()
-        server.close()
+        stop_server(server)

@@ -24,7 +24,7 @@ from conftest import require_tool
 
 from exporter.client import MlmonClient
 from exporter.demo import MODEL, DriftPlan, Traffic, demo_baseline, demo_config
-from exporter.server import build_server, run_server
+from exporter.server import build_server, run_server, stop_server
 from exporter.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ def demo_exporter(rate: float = 200.0, drift_after: float = 0.0, label_delay: fl
         traffic.stop()
         client.close()
         service.stop()
-        server.close()
+        stop_server(server)
 
 
 class _Process:
