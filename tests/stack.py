@@ -7,6 +7,7 @@ Every process binds 127.0.0.1 on a free port, is started here and stopped by PID
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import threading
@@ -229,3 +230,31 @@ def alertmanager(tmp: Path, config: Path) -> Iterator[Alertmanager]:
         raise
     finally:
         process.stop()
+
+
+def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
+    """(family name → type from ``# TYPE``, names of the samples present)."""
+    families: dict[str, str] = {}
+    samples: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(None, 3)
+            families[name] = kind.strip()
+        elif line and not line.startswith("#"):
+            samples.add(re.match(r"[A-Za-z_:][\w:]*", line).group())
+    return families, samples
+
+
+def family_of(name: str, families: dict[str, str]) -> str | None:
+    """The exposition family a series name belongs to: ``x_bucket`` → histogram ``x``, and so on."""
+    for suffix, kinds in (("_bucket", {"histogram"}), ("_count", {"histogram", "summary"}),
+                          ("_sum", {"histogram", "summary"})):
+        base = name.removesuffix(suffix)
+        if base != name and families.get(base) in kinds:
+            return base
+    if families.get(name) in {"counter", "gauge", "untyped", "info", "stateset"}:
+        return name
+    base = name.removesuffix("_total")  # prometheus_client's own counters: TYPE line without _total
+    if base != name and families.get(base) == "counter":
+        return base
+    return None

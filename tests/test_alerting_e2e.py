@@ -53,6 +53,8 @@ from stack import (
     Webhook,
     alertmanager,
     demo_exporter,
+    family_of,
+    parse_exposition,
     prometheus,
     rules_with_short_for,
     wait_until,
@@ -143,28 +145,7 @@ def rules() -> list[dict[str, Any]]:
             for group in yaml.safe_load(path.read_text(encoding="utf-8"))["groups"] for r in group["rules"]]
 
 
-def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
-    """(family name → type from ``# TYPE``, names of the samples present)."""
-    families: dict[str, str] = {}
-    samples: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(None, 3)
-            families[name] = kind.strip()
-        elif line and not line.startswith("#"):
-            samples.add(re.match(r"[A-Za-z_:][\w:]*", line).group())
-    return families, samples
 
-
-def family_of(name: str, families: dict[str, str]) -> str | None:
-    """The family a series name belongs to: ``x_bucket``/``x_sum``/``x_count`` → histogram ``x``,
-    ``x_total`` → counter ``x`` (prometheus_client writes the TYPE line without ``_total``)."""
-    for suffix, kinds in (("_bucket", {"histogram"}), ("_count", {"histogram", "summary"}),
-                          ("_sum", {"histogram", "summary"}), ("_total", {"counter"})):
-        base = name.removesuffix(suffix)
-        if base != name and families.get(base) in kinds:
-            return base
-    return name if families.get(name) in {"counter", "gauge", "untyped", "info", "stateset"} else None
 
 
 def test_metric_name_extraction():

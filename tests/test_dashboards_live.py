@@ -31,7 +31,16 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from stack import Exporter, Prometheus, demo_exporter, prometheus, rules_with_short_for, wait_until
+from stack import (
+    Exporter,
+    Prometheus,
+    demo_exporter,
+    family_of,
+    parse_exposition,
+    prometheus,
+    rules_with_short_for,
+    wait_until,
+)
 
 pytestmark = pytest.mark.tools
 
@@ -190,32 +199,7 @@ def metric_names(expr: str) -> set[str]:
     return {name for name in _IDENT.findall(text) if name not in _PROMQL_WORDS}
 
 
-def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
-    """(family name → type from ``# TYPE``, names of the samples present)."""
-    families: dict[str, str] = {}
-    samples: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(None, 3)
-            families[name] = kind.strip()
-        elif line and not line.startswith("#"):
-            samples.add(re.match(r"[A-Za-z_:][\w:]*", line).group())
-    return families, samples
 
-
-def family_of(name: str, families: dict[str, str]) -> str | None:
-    """The exposition family a series name belongs to: ``x_bucket`` → histogram ``x``, and so on."""
-    for suffix, kinds in (("_bucket", {"histogram"}), ("_count", {"histogram", "summary"}),
-                          ("_sum", {"histogram", "summary"})):
-        base = name.removesuffix(suffix)
-        if base != name and families.get(base) in kinds:
-            return base
-    if families.get(name) in {"counter", "gauge", "untyped", "info", "stateset"}:
-        return name
-    base = name.removesuffix("_total")  # prometheus_client's own counters: TYPE line without _total
-    if base != name and families.get(base) == "counter":
-        return base
-    return None
 
 
 def recorded_names() -> set[str]:
