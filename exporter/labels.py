@@ -6,32 +6,44 @@ newer predictions push it out because the store is full (capacity eviction).
 
 Why not a ``dict[str, tuple]``: with UUID ids, a dict from id to a small tuple measures about
 235 bytes per entry (tracemalloc, the id strings it keeps alive included), 235 MB for a
-full default store per model. This store keeps no Python object per prediction, about 57
+full default store per model. This store keeps no Python object per prediction, about 61
 bytes per entry at capacity with a 12-byte payload (see tests/test_labels.py):
 
 * ids are reduced to their 64-bit Python ``hash()``. ``str`` hashing is SipHash keyed per
   process, so ids cannot be crafted to collide; the chance that two of ≤2,000,000 live ids
   share a 64-bit hash is about 1e-7, and the cost of such a collision is one mis-joined label.
-* an open-addressing hash table (two numpy arrays: key hash, slot) maps an id to its slot.
-  Lookups and inserts are vectorised over the whole batch; deletions leave tombstones and the
-  table is rebuilt (which also shrinks it) when live + tombstones exceed 60 % of its cells.
-* the payload lives in numpy columns indexed by slot, in arrival order, so TTL expiry and
-  capacity eviction pop from the head. Labelled entries leave holes that are squeezed out when
-  the buffer runs out of room; the buffer has 25 % slack over ``capacity`` so that compaction
-  is amortised O(1) per insert even when the store is nearly full.
-* ids already labelled are remembered (hash only, last ``remember_taken`` of them) so that a
-  second label for the same id is told apart: "duplicate" rather than "unmatched".
+* a bucketed hash table maps an id to its slot: buckets of 16 cells, a key in its home bucket
+  or, if that was full, in one of the next ones, and per bucket a count of the keys that went
+  past it (as in Folly's F14). Deleting empties the cell and decrements those counts, so there
+  are no tombstones and nothing to rebuild; at a load of at most 0.5 almost every key is in
+  its home bucket, so looking up or inserting a batch is one vectorised round (a row gather
+  and a compare) and a short loop for the few others. The table doubles up to the size that
+  holds ``capacity`` pending plus ``remember_taken`` labelled ids, and never shrinks.
+* the predictions live in a ring of records (arrival time, table cell, payload), in arrival
+  order, so TTL expiry and capacity eviction pop from the head and new predictions go at the
+  tail; a label's join reads one record. Labels leave holes (cell -1) that the head skips;
+  when the tail catches up with the head they are squeezed out in place, chunk by chunk. The
+  ring has 25 % slack over ``capacity``, so this is amortised O(1) per insert even when full.
+* ids already labelled are remembered (the last ``remember_taken`` of them) so that a second
+  label for the same id is told apart: "duplicate" rather than "unmatched". They stay in the
+  table, their value pointing into a ring of their cells, until that ring wraps.
 
-Arrays start small and grow by doubling (the slot buffer never shrinks, the hash table does
-on rebuild), so an idle model costs a few tens of kilobytes.
+The ring and the table start small and grow geometrically (the ring jumps to its final
+size rather than double past half of it) until the store is full. From then on nothing is
+reallocated, and an operation's temporaries are bounded by its batch or by a chunk of 16,384
+slots, whatever the capacity: memory stays flat however long the process runs. (Temporaries
+the size of the store, allocated and freed over and over, are what glibc's heap keeps: +87 MB
+RSS between 1M and 10M ingested records before this design.) An idle model costs a few tens
+of kilobytes.
 Ids should be strings (``hash(1) == hash(1.0) == hash(True)`` but ``hash("1")`` differs).
 The store is not thread-safe: the owning monitor serialises calls with its lock.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,102 +63,243 @@ __all__ = [
 #: Status of one label in :class:`TakeResult`.
 MATCHED, DUPLICATE, UNMATCHED = 0, 1, 2
 
-# Hash-table cell states (values >= 0 are slots of pending predictions).
-_EMPTY, _TOMB, _TAKEN = -1, -2, -3
-_MAX_LOAD = 0.6  # rebuild when (live + tombstones) / cells exceeds this ...
-_REBUILD_LOAD = 0.3  # ... to a table where live / cells is this
-_MIN_CELLS = 64
+# Hash-table values: >= 0 is the slot of a pending prediction, <= -2 an id already labelled
+# (-2 - its position in the ring of remembered ids). A free cell holds key 0, which hash_ids
+# never returns; its value is meaningless (_EMPTY until first used).
+_EMPTY = -1
+_LOG_B = 4
+_B = 1 << _LOG_B  # cells per bucket
+_TAIL = 8  # keys left after a probing round that are finished one at a time
+_MAX_LOAD = 0.5  # the table grows when live keys would exceed this fraction of its cells
+_MIN_BUCKETS = 8
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # odd multiplier: spreads sequential hashes over the table
 _SHIFT32 = np.uint64(32)
+_NONE_HASH = hash(None)
+_CHUNK = 1 << 14  # slots per step of bulk moves (compaction, growth, expiry): bounds temporaries
+_SLACK = 0.25  # ring slots beyond capacity
+_FILL = 0.75  # grow the ring, rather than compact it, when live + new exceed this fraction
 
 ColumnSpec = DTypeLike | tuple[DTypeLike, int]
 
 
 def hash_ids(ids: Sequence[Any]) -> tuple[NDArray[np.uint64], NDArray[np.bool_]]:
-    """64-bit hashes of ``ids`` and a mask of the usable (non-None) ones."""
+    """64-bit hashes of ``ids`` (never 0: that marks a free cell) and a mask of the usable
+    (non-None) ones."""
     n = len(ids)
-    hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=n).view(np.uint64)
-    if None not in ids:  # the common case, checked at C speed
-        return hashes, np.ones(n, dtype=bool)
-    return hashes, np.fromiter((i is not None for i in ids), dtype=bool, count=n)
+    hashes = np.fromiter(map(hash, ids), dtype=np.int64, count=n)
+    valid = hashes != _NONE_HASH  # faster than ``None in ids``; then check the few suspects
+    if not valid.all():
+        suspects = np.flatnonzero(~valid)
+        valid[suspects] = [ids[i] is not None for i in suspects.tolist()]
+    hashes = hashes.view(np.uint64)
+    np.maximum(hashes, 1, out=hashes)  # hash("") == 0; 0 and 1 share a key, like any collision
+    return hashes, valid
+
+
+def _rows_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """``mask.any(axis=1)`` for a C-contiguous (n, _B) mask, read as uint64 words: much faster."""
+    words = mask.view(np.uint64)
+    return words[:, 0] != 0 if _B == 8 else (words[:, 0] | words[:, 1]) != 0
+
+
+def _first_occurrences(h: NDArray[np.uint64]) -> tuple[NDArray[np.intp], NDArray[np.intp]] | None:
+    """None if all of ``h`` differ, else (positions of first occurrences in ascending order,
+    for every element the index of its first occurrence in that array)."""
+    if h.size < 2:
+        return None
+    s = np.sort(h)
+    if not (s[1:] == s[:-1]).any():  # the common case: one sort, no index bookkeeping
+        return None
+    _, first, inverse = np.unique(h, return_index=True, return_inverse=True)
+    order = np.argsort(first)
+    rank = np.empty(order.size, dtype=np.intp)
+    rank[order] = np.arange(order.size)
+    return first[order], rank[inverse.ravel()]
+
+
+def _first_per_cell(cells: NDArray[np.intp], won: NDArray[np.bool_]) -> NDArray[np.intp]:
+    """Indices of the first occurrence of each cell in ``cells``, where ``won`` is False for
+    all but one occurrence of each repeated cell."""
+    keep = ~np.isin(cells, cells[~won])  # cells seen once
+    rep = (~keep).nonzero()[0]
+    order = np.argsort(cells[rep], kind="stable")  # by cell, then batch order
+    grouped = cells[rep][order]
+    first = np.ones(rep.size, dtype=bool)
+    first[1:] = grouped[1:] != grouped[:-1]
+    keep[rep[order][first]] = True
+    return keep.nonzero()[0]
 
 
 class _HashTable:
-    """Open addressing with linear probing: uint64 key hash -> int32 value, batch operations."""
+    """Bucketed open addressing: uint64 key -> integer value, batch operations, no tombstones.
 
-    def __init__(self, cells: int = _MIN_CELLS) -> None:
-        self._alloc(cells)
+    A bucket is ``_B`` cells (a key in ``keys``, its value in ``vals``; key 0 marks a free
+    cell) and a count, ``over``, of the keys stored beyond it whose probe passed it (as in
+    Folly's F14). A key goes to the first bucket, from its home on, with a free cell; a lookup
+    goes on past a bucket only while its count is non-zero, and a deletion empties the cell
+    and decrements the counts its key had raised. Cells are numbered ``bucket * _B + i``.
 
-    def _alloc(self, cells: int) -> None:
-        self.cells = int(cells)
-        self.keys = np.zeros(self.cells, dtype=np.uint64)
-        self.vals = np.full(self.cells, _EMPTY, dtype=np.int32)
-        self.live = 0  # cells holding a key
-        self.used = 0  # live + tombstones: what bounds probe lengths
+    At a load of at most 0.5, all but about 0.5 % of the keys sit in their home bucket, so a
+    batch takes one vectorised round (one row gather and one compare for all its keys); the
+    few keys left are finished by more rounds while many remain, then one at a time. The
+    table must never be full: its owner keeps it at most half full.
+    """
+
+    def __init__(self, buckets: int, dtype: DTypeLike) -> None:
+        self.buckets = int(buckets)
+        self.keys = np.zeros((self.buckets, _B), dtype=np.uint64)
+        self.flat_keys = self.keys.reshape(-1)
+        self.vals = np.zeros(self.buckets * _B, dtype=dtype)  # meaningless where the key is 0
+        self.over = np.zeros(self.buckets, dtype=np.int32)
+        self.live = 0
+        self._nb = np.uint64(self.buckets)
+
+    @property
+    def cells(self) -> int:
+        return self.buckets * _B
 
     @property
     def nbytes(self) -> int:
-        return int(self.keys.nbytes + self.vals.nbytes)
+        return int(self.keys.nbytes + self.vals.nbytes + self.over.nbytes)
 
-    def _home(self, h: NDArray[np.uint64]) -> NDArray[np.int64]:
+    def _home(self, h: NDArray[np.uint64]) -> NDArray[np.intp]:
         # Multiply-shift mixing, then Lemire's multiply-high range reduction (any table size).
-        mixed = (h * _GOLDEN) >> _SHIFT32
-        return ((mixed * np.uint64(self.cells)) >> _SHIFT32).astype(np.int64)
+        return ((((h * _GOLDEN) >> _SHIFT32) * self._nb) >> _SHIFT32).view(np.intp)
 
-    def find(self, h: NDArray[np.uint64]) -> NDArray[np.int64]:
+    def find(self, h: NDArray[np.uint64]) -> NDArray[np.intp]:
         """Cell of each key, -1 where absent."""
-        result = np.full(h.size, -1, dtype=np.int64)
-        pos = self._home(h)
-        active = np.arange(h.size)
-        while active.size:
-            p = pos[active]
-            v = self.vals[p]
-            hit = (v != _EMPTY) & (v != _TOMB) & (self.keys[p] == h[active])
-            result[active[hit]] = p[hit]
-            more = ~hit & (v != _EMPTY)
-            active = active[more]
-            nxt = p[more] + 1
-            nxt[nxt == self.cells] = 0
-            pos[active] = nxt
-        return result
+        return self._probe(h, False)[0]
 
-    def insert(self, h: NDArray[np.uint64], values: NDArray[np.integer]) -> None:
-        """Add keys known to be absent and distinct."""
-        if self.used + h.size > _MAX_LOAD * self.cells:
-            self.rebuild(extra=h.size)
-        pos = self._home(h)
-        active = np.arange(h.size)
-        while active.size:
-            p = pos[active]
-            v = self.vals[p]
-            free = (v == _EMPTY) | (v == _TOMB)
-            # Several keys of the batch may reach the same free cell: the first one takes it,
-            # the others find it occupied and probe on.
-            cells, first = np.unique(p[free], return_index=True)
-            winners = active[free][first]
-            self.used += int(np.count_nonzero(self.vals[cells] == _EMPTY))
-            self.keys[cells] = h[winners]
-            self.vals[cells] = values[winners]
-            self.live += winners.size
-            placed = np.zeros(active.size, dtype=bool)
-            placed[np.flatnonzero(free)[first]] = True
-            active = active[~placed]
-            nxt = p[~placed] + 1
-            nxt[nxt == self.cells] = 0
-            pos[active] = nxt
+    def find_or_free(self, h: NDArray[np.uint64]) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """Cell of each key (-1 where absent), and a free cell of its home bucket (-1 if full):
+        a hint for ``insert`` while no key is added."""
+        cells, hint = self._probe(h, True)
+        assert hint is not None
+        return cells, hint
 
-    def delete(self, cells: NDArray[np.int64]) -> None:
-        cells = cells[cells >= 0]
-        self.vals[cells] = _TOMB
+    def _probe(self, h: NDArray[np.uint64], free: bool) -> tuple[NDArray[np.intp], NDArray[np.intp] | None]:
+        cells = np.full(h.size, -1, dtype=np.intp)
+        b = self._home(h)
+        rows = self.keys.take(b, axis=0)
+        hint = None
+        if free:
+            empty = rows == 0
+            hint = (b << _LOG_B) + empty.argmax(axis=1)
+            hint[~_rows_any(empty)] = -1
+        idx = None  # after the first round: positions in the batch of the keys still sought
+        seen = 0  # buckets looked at, from the home one on
+        while True:
+            hit = (rows == h[:, None]).ravel().nonzero()[0]
+            r = hit >> _LOG_B
+            cells[r if idx is None else idx[r]] = hit + ((b[r] - r) << _LOG_B)
+            seen += 1
+            more = self.over.take(b) > 0  # a key went past this bucket: the one sought may be further
+            more[r] = False
+            go = more.nonzero()[0]
+            if go.size <= _TAIL or seen == self.buckets:
+                break
+            idx = go if idx is None else idx[go]
+            h, b = h[go], self._next(b[go])
+            rows = self.keys.take(b, axis=0)
+        if go.size:  # the last few, one at a time
+            for i, key, bucket in zip(
+                (go if idx is None else idx[go]).tolist(), h[go].tolist(), b[go].tolist(), strict=True
+            ):
+                for _ in range(seen, self.buckets):  # (never a full turn: that is every bucket)
+                    if not self.over[bucket]:
+                        break
+                    bucket = bucket + 1 if bucket + 1 < self.buckets else 0
+                    row = self.keys[bucket].tolist()
+                    if key in row:
+                        cells[i] = bucket * _B + row.index(key)
+                        break
+        return cells, hint
+
+    def values(self, cells: NDArray[np.intp]) -> NDArray[np.integer]:
+        """The value in each cell, _EMPTY where the cell is -1 (a key not found)."""
+        vals = self.vals.take(cells)
+        vals[cells < 0] = _EMPTY
+        return vals
+
+    def insert(
+        self, h: NDArray[np.uint64], values: NDArray[np.integer], hint: NDArray[np.intp] | None = None
+    ) -> NDArray[np.intp]:
+        """Add keys known to be absent and distinct; returns their cells. ``hint`` is the free
+        cells ``find_or_free`` gave for these keys, if no key was added since."""
+        out = np.empty(h.size, dtype=np.intp)
+        self.live += h.size
+        idx = np.arange(h.size)
+        b = None if hint is not None else self._home(h)
+        while idx.size > _TAIL:
+            if b is None:  # the first round, with hints
+                cells, hint = hint, None
+                has = cells >= 0
+            else:
+                free = self.keys.take(b, axis=0) == 0
+                cells = (b << _LOG_B) + free.argmax(axis=1)
+                has = _rows_any(free)
+            tried = None if has.all() else has.nonzero()[0]  # keys whose bucket has a free cell
+            if tried is not None:
+                cells, hk = cells[tried], h[tried]
+            else:
+                hk = h
+            # Keys of the batch sharing a bucket may pick the same free cell: one write lands,
+            # the others see it taken and try that bucket again in the next round.
+            self.flat_keys[cells] = hk
+            won = self.flat_keys[cells] == hk
+            if tried is None and won.all():  # the common case: all placed at once
+                self.vals[cells] = values[idx]
+                out[idx] = cells
+                return out
+            placed = (np.arange(idx.size) if tried is None else tried)[won]
+            cells = cells[won]
+            self.vals[cells] = values[idx[placed]]
+            out[idx[placed]] = cells
+            left = np.ones(idx.size, dtype=bool)
+            left[placed] = False
+            if b is None:
+                b = self._home(h)
+            if tried is not None:  # the others go past their full bucket
+                full = ~has
+                np.add.at(self.over, b[full], 1)
+                b[full] = self._next(b[full])
+            go = left.nonzero()[0]
+            idx, h, b = idx[go], h[go], b[go]
+        if b is None:
+            b = self._home(h)
+        for i, key, bucket in zip(idx.tolist(), h.tolist(), b.tolist(), strict=True):  # the last few
+            while True:
+                row = self.keys[bucket].tolist()
+                if 0 in row:
+                    out[i] = cell = bucket * _B + row.index(0)
+                    self.flat_keys[cell] = key
+                    self.vals[cell] = values[i]
+                    break
+                self.over[bucket] += 1
+                bucket = bucket + 1 if bucket + 1 < self.buckets else 0
+        return out
+
+    def delete(self, cells: NDArray[np.integer]) -> None:
+        """Empty these cells (each holding a key) and undo the counts their keys raised."""
+        if not cells.size:
+            return
+        home = self._home(self.flat_keys[cells])
+        self.flat_keys[cells] = 0
         self.live -= cells.size
+        dist = (cells >> _LOG_B) - home
+        away = dist.nonzero()[0]
+        if away.size:  # each passed the buckets home, home + 1, ..., its own - 1
+            dist = dist[away]
+            dist[dist < 0] += self.buckets
+            steps = np.arange(int(dist.sum())) - np.repeat(np.cumsum(dist) - dist, dist)
+            passed = np.repeat(home[away], dist) + steps
+            passed[passed >= self.buckets] -= self.buckets
+            np.subtract.at(self.over, passed, 1)
 
-    def rebuild(self, extra: int = 0) -> None:
-        """Re-insert live keys into a table sized for them plus ``extra``; drops tombstones."""
-        occupied = (self.vals != _EMPTY) & (self.vals != _TOMB)
-        keys, vals = self.keys[occupied], self.vals[occupied]
-        self._alloc(max(_MIN_CELLS, math.ceil((keys.size + extra) / _REBUILD_LOAD)))
-        if keys.size:
-            self.insert(keys, vals)
+    def _next(self, b: NDArray[np.intp]) -> NDArray[np.intp]:
+        b += 1
+        b[b == self.buckets] = 0
+        return b
 
 
 @dataclass(frozen=True)
@@ -230,7 +383,11 @@ class PendingStore:
         self.remember_taken = self.capacity if remember_taken is None else int(remember_taken)
         if self.remember_taken < 0:
             raise ValueError(f"remember_taken must be >= 0, got {remember_taken}")
-        self._max_size = self.capacity + max(self.capacity // 4, 16)
+        self._max_size = self.capacity + max(int(self.capacity * _SLACK), 16)
+        # The table holds pending and remembered ids: at most capacity + remember_taken keys.
+        self._max_buckets = max(_MIN_BUCKETS, math.ceil((self.capacity + self.remember_taken) / (_MAX_LOAD * _B)))
+        big = max(self._max_size, self.remember_taken + 2, self._max_buckets * _B) >= 2**31
+        self._index = np.dtype(np.int64 if big else np.int32)  # slots, cells, ring positions
         self._specs: dict[str, tuple[np.dtype, tuple[int, ...]]] = {}
         for name, spec in (columns or {}).items():
             if isinstance(spec, tuple):
@@ -238,18 +395,21 @@ class PendingStore:
                 self._specs[name] = (np.dtype(dtype), (int(width),))
             else:
                 self._specs[name] = (np.dtype(spec), ())
-        size = max(1, min(self._max_size, int(initial_size)))
-        self._key = np.zeros(size, dtype=np.uint64)
-        self._time = np.zeros(size, dtype=np.float64)
-        self._alive = np.zeros(size, dtype=bool)
-        self._cols = {n: np.zeros((size, *shape), dtype=dt) for n, (dt, shape) in self._specs.items()}
-        self._head = 0  # first slot that may be alive
-        self._tail = 0  # next free slot
+        # One record per slot (arrival time, table cell or -1 once gone, payload), so that a
+        # label's join reads one place in memory, not one per column.
+        self._dtype = np.dtype(
+            [("t", np.float64), ("c", self._index)]
+            + [(f"p{i}", dt, shape) for i, (dt, shape) in enumerate(self._specs.values())]
+        )
+        # The ring of slots, in arrival order: [head, head + span) modulo its size.
+        self._use(self._new_slots(max(1, min(self._max_size, int(initial_size)))))
+        self._head = 0
+        self._span = 0  # slots in use, holes left by labels included
         self._live = 0
         self._last_t = -math.inf
-        self._table = _HashTable()
-        # Ring of hashes of labelled ids; grows up to remember_taken, then wraps.
-        self._taken = np.zeros(min(self.remember_taken, size), dtype=np.uint64)
+        self._table = _HashTable(min(_MIN_BUCKETS, self._max_buckets), self._index)
+        # Ring of the table cells of labelled ids; grows up to remember_taken, then wraps.
+        self._taken = np.zeros(min(self.remember_taken, self._slots.size), dtype=self._index)
         self._taken_count = 0  # total ever pushed
         # Counters (monotonic, for Prometheus counters).
         self.matched = 0
@@ -270,13 +430,11 @@ class PendingStore:
     @property
     def nbytes(self) -> int:
         """Bytes held by the store's arrays (what grows with the number of entries)."""
-        arrays = [self._key, self._time, self._alive, self._taken, *self._cols.values()]
-        return int(sum(a.nbytes for a in arrays)) + self._table.nbytes
+        return int(self._slots.nbytes + self._taken.nbytes) + self._table.nbytes
 
     def __contains__(self, id_: object) -> bool:
         h, _ = hash_ids([id_])
-        cell = self._table.find(h)[0]
-        return bool(cell >= 0 and self._table.vals[cell] >= 0)
+        return bool(self._table.values(self._table.find(h))[0] >= 0)
 
     def stats(self) -> dict[str, int]:
         return {
@@ -314,16 +472,18 @@ class PendingStore:
 
         h, valid = hash_ids(ids)
         vi = np.flatnonzero(valid)
-        _, first = np.unique(h[vi], return_index=True)
-        cand = vi[np.sort(first)]  # first occurrence of each id, in batch order
-        new = cand[self._table.find(h[cand]) < 0]
+        repeats = _first_occurrences(h[vi])
+        cand = vi if repeats is None else vi[repeats[0]]  # first occurrence of each id, in batch order
+        found, hint = self._table.find_or_free(h[cand])
+        absent = (found < 0).nonzero()[0]
+        new, hint = cand[absent], hint[absent]
         dups = vi.size - new.size
         self.duplicate_predictions += dups
 
         evicted = 0
         if new.size > self.capacity:  # the batch alone overflows: only its newest fit
             evicted += new.size - self.capacity
-            new = new[new.size - self.capacity :]
+            new, hint = new[new.size - self.capacity :], hint[new.size - self.capacity :]
         overflow = self._live + new.size - self.capacity
         if overflow > 0:
             evicted += self._evict_oldest(overflow)
@@ -332,17 +492,26 @@ class PendingStore:
         n = new.size
         if n:
             self._make_room(n)
-            s = slice(self._tail, self._tail + n)
-            self._key[s] = h[new]
-            self._time[s] = t
-            self._alive[s] = True
+            start = self._head + self._span
+            if start >= self._slots.size:
+                start -= self._slots.size
+            where: slice | NDArray[np.intp]
+            if start + n <= self._slots.size:
+                where = slice(start, start + n)
+                slots = np.arange(start, start + n, dtype=self._index)
+            else:  # wraps around the end of the ring
+                where = slots = (start + np.arange(n, dtype=self._index)) % self._slots.size
+            self._time[where] = t
+            everything = n == len(ids)  # the common case: no None, no duplicate
             for name, (dtype, _shape) in self._specs.items():
                 if name in columns:
-                    self._cols[name][s] = np.asarray(columns[name], dtype=dtype)[new]
+                    values = np.asarray(columns[name], dtype=dtype)
+                    self._cols[name][where] = values if everything else values[new]
                 else:
-                    self._cols[name][s] = _fill_value(dtype)
-            self._table.insert(h[new], np.arange(self._tail, self._tail + n, dtype=np.int32))
-            self._tail += n
+                    self._cols[name][where] = _fill_value(dtype)
+            grown = self._reserve_table(n)
+            self._cell[where] = self._table.insert(h[new], slots, None if grown else hint)
+            self._span += n
             self._live += n
         return AddResult(
             stored=int(n),
@@ -361,38 +530,46 @@ class PendingStore:
         are expired first, so a label arriving after the TTL is unmatched.
         """
         self.expire(now)
-        n = len(ids)
-        status = np.full(n, UNMATCHED, dtype=np.int8)
         h, valid = hash_ids(ids)
-        vi = np.flatnonzero(valid)
-        uniq, first, inverse = np.unique(h[vi], return_index=True, return_inverse=True)
-        cells = self._table.find(uniq)
-        vals = np.where(cells >= 0, self._table.vals[cells], _EMPTY)
-        ustatus = np.where(vals >= 0, MATCHED, np.where(vals == _TAKEN, DUPLICATE, UNMATCHED))
-        per_record = ustatus[inverse.ravel()].astype(np.int8)
-        repeat = np.ones(vi.size, dtype=bool)
-        repeat[first] = False
-        per_record[repeat & (per_record == MATCHED)] = DUPLICATE
-        status[vi] = per_record
-
-        m = np.flatnonzero(vals >= 0)
-        m = m[np.argsort(first[m], kind="stable")]  # batch order
-        slots = vals[m].astype(np.int64)
-        arrival = self._time[slots]
+        vi = None if valid.all() else valid.nonzero()[0]
+        if vi is not None:
+            h = h[vi]
+        cells = self._table.find(h)
+        vals = self._table.values(cells)
+        status = np.where(vals >= 0, MATCHED, np.where(vals <= -2, DUPLICATE, UNMATCHED)).astype(np.int8)
+        m = (vals >= 0).nonzero()[0]  # positions in h of ids pending
+        if m.size > 1:
+            # An id repeated in the batch is found at the same cell each time: its first
+            # occurrence is the match, the others are duplicates. Spot repeats by writing each
+            # position into its cell's value and reading it back (the values of these cells
+            # are rewritten below when the ids are remembered or deleted).
+            self._table.vals[cells[m]] = m
+            won = self._table.vals[cells[m]] == m
+            if not won.all():
+                m = m[_first_per_cell(cells[m], won)]
+                status[status == MATCHED] = DUPLICATE
+                status[m] = MATCHED
+        cells, slots = cells[m], vals[m].astype(np.intp)
+        got = self._slots.take(slots)
+        arrival = np.ascontiguousarray(got["t"])
+        if vi is not None:  # positions among all the ids
+            m = vi[m]
+            every = np.full(len(ids), UNMATCHED, dtype=np.int8)
+            every[vi] = status
+            status = every
         result = TakeResult(
             status=status,
-            index=vi[first[m]],
+            index=m,
             arrival=arrival,
             delay=np.maximum(float(now) - arrival, 0.0),
-            columns={name: col[slots] for name, col in self._cols.items()},
+            columns={name: np.ascontiguousarray(got[f"p{i}"]) for i, name in enumerate(self._specs)},
         )
-        self._alive[slots] = False
+        self._cell[slots] = -1
         self._live -= slots.size
         if self.remember_taken:
-            self._table.vals[cells[m]] = _TAKEN
-            self._remember(uniq[m])
+            self._remember(cells)
         else:
-            self._table.delete(cells[m])
+            self._table.delete(cells)
         self.matched += result.matched
         self.duplicates += result.duplicates
         self.unmatched += result.unmatched
@@ -401,81 +578,200 @@ class PendingStore:
     def expire(self, now: float) -> int:
         """Drop predictions older than the TTL at ``now``; returns how many were pending."""
         cutoff = float(now) - self.ttl_seconds
-        head, tail = self._head, self._tail
-        end = head + int(np.searchsorted(self._time[head:tail], cutoff, side="left"))
-        if end == head:
+        if not self._span or self._time[self._head] >= cutoff:  # the common case: nothing to do
             return 0
-        alive = self._alive[head:end]
-        slots = head + np.flatnonzero(alive)
-        self._drop(slots)
-        self._head = end
-        self.expired_ttl += slots.size
-        return int(slots.size)
+        end = 0
+        for a, b in self._segments(0, self._span):  # times ascend in ring order
+            # (np.searchsorted would copy the strided times: bisect reads ~20 of them)
+            k = bisect.bisect_left(self._time, cutoff, a, b) - a
+            end += k
+            if k < b - a:
+                break
+        if not end:
+            return 0
+        dropped = 0
+        for a, b in self._segments(0, end):
+            for s in range(a, b, _CHUNK):
+                cells = self._cell[s : min(s + _CHUNK, b)]
+                which = np.flatnonzero(cells >= 0)
+                self._forget(cells, which)
+                dropped += which.size
+        self._advance(end)
+        self.expired_ttl += dropped
+        return dropped
 
     # ------------------------------------------------------------------ internals
-    def _drop(self, slots: NDArray[np.int64]) -> None:
-        """Forget pending predictions (expiry or eviction): they leave no trace."""
-        if slots.size:
-            self._table.delete(self._table.find(self._key[slots]))
-            self._alive[slots] = False
-            self._live -= slots.size
+    def _segments(self, start: int, stop: int) -> Iterator[tuple[int, int]]:
+        """The (at most two) physical ranges of the ring positions [start, stop) after the head."""
+        size = self._slots.size
+        a = self._head + start
+        if a >= size:
+            a -= size
+        length = stop - start
+        first = min(length, size - a)
+        if first > 0:
+            yield a, a + first
+        if length > first:
+            yield 0, length - first
+
+    def _advance(self, k: int) -> None:
+        """Move the head past ``k`` slots (all dropped or holes)."""
+        self._head = (self._head + k) % self._slots.size
+        self._span -= k
+
+    def _forget(self, cells: NDArray[np.integer], which: NDArray[np.intp]) -> None:
+        """Drop pending predictions (expiry or eviction): ``cells`` is a view of ``_cell``,
+        ``which`` the positions in it of pending ones. They leave no trace."""
+        if which.size:
+            self._table.delete(cells[which])
+            cells[which] = -1
+            self._live -= which.size
 
     def _evict_oldest(self, k: int) -> int:
         """Drop the ``k`` oldest pending predictions."""
         k = min(k, self._live)
-        head, tail = self._head, self._tail
-        chunk = max(4 * k, 1024)
-        while True:  # the head is mostly alive when the store is full: look at a short prefix
-            stop = min(tail, head + chunk)
-            alive_pos = np.flatnonzero(self._alive[head:stop])
-            if alive_pos.size >= k or stop == tail:
-                break
-            chunk *= 4
-        slots = head + alive_pos[:k]
-        self._drop(slots)
-        if slots.size:
-            self._head = int(slots[-1]) + 1
-        return int(slots.size)
+        left, pos = k, 0
+        chunk = min(k + 256, _CHUNK)  # the head is mostly alive when the store is full
+        while left:
+            a, b = next(self._segments(pos, min(self._span, pos + chunk)))
+            cells = self._cell[a:b]
+            which = np.flatnonzero(cells >= 0)[:left]
+            self._forget(cells, which)
+            left -= which.size
+            pos += int(which[-1]) + 1 if not left else b - a
+            chunk = _CHUNK
+        self._advance(pos)
+        return k
 
     def _make_room(self, n: int) -> None:
         """Ensure ``n`` free slots after the tail: squeeze out holes, growing if crowded."""
-        size = self._key.size
-        if self._tail + n <= size:
+        size = self._slots.size
+        free = size - self._span
+        if n <= free:
             return
-        live_slots = self._head + np.flatnonzero(self._alive[self._head : self._tail])
-        needed = live_slots.size + n
-        if needed > 0.75 * size and size < self._max_size:
-            size = min(self._max_size, max(2 * size, math.ceil(needed / 0.75)))
-        cells = self._table.find(self._key[live_slots])
-        m = live_slots.size
-        self._key = self._moved(self._key, live_slots, size)
-        self._time = self._moved(self._time, live_slots, size)
-        self._alive = np.zeros(size, dtype=bool)
-        self._alive[:m] = True
-        for name in self._cols:
-            self._cols[name] = self._moved(self._cols[name], live_slots, size)
-        self._table.vals[cells] = np.arange(m, dtype=np.int32)
-        self._head, self._tail = 0, m
+        needed = self._live + n
+        if size < self._max_size and needed > _FILL * size:
+            size = min(self._max_size, max(2 * size, math.ceil(needed / _FILL)))
+            if 2 * size > self._max_size:  # the next doubling would pass the end: go there now
+                size = self._max_size
+            self._regrow(size)
+        else:  # there are enough holes, as live + n <= capacity
+            self._compact()
 
-    @staticmethod
-    def _moved(arr: NDArray[Any], slots: NDArray[np.int64], size: int) -> NDArray[Any]:
-        kept = arr[slots]
-        out = arr if size == arr.shape[0] else np.zeros((size, *arr.shape[1:]), dtype=arr.dtype)
-        out[: slots.size] = kept
-        return out
+    def _chunks(self, stop: int) -> Iterator[tuple[int, int]]:
+        """Physical ranges of at most _CHUNK slots covering the ring positions [0, stop)."""
+        for a, b in self._segments(0, stop):
+            for s in range(a, b, _CHUNK):
+                yield s, min(s + _CHUNK, b)
 
-    def _remember(self, h: NDArray[np.uint64]) -> None:
-        """Push labelled id hashes into the bounded memory; forget the oldest beyond it."""
-        for start in range(0, h.size, self.remember_taken):
-            part = h[start : start + self.remember_taken]
+    def _live_chunks(self) -> Iterator[NDArray[np.intp]]:
+        """Pending slots in ring order, a chunk at a time."""
+        for s, e in self._chunks(self._span):
+            yield s + np.flatnonzero(self._cell[s:e] >= 0)
+
+    def _compact(self) -> None:
+        """Squeeze the holes out of the ring, in place: pending predictions move towards the
+        tail, keeping their order, and the head moves past the slots freed.
+
+        Only the part up to the last hole is read. Chunks are moved last first: a chunk's
+        destinations are at or after its sources and before everything already written, so
+        it is read whole before it is written and nothing is overwritten before it is read.
+        """
+        want = self._span - self._live
+        prefix: list[tuple[int, int, int]] = []  # chunks: (start, stop, ring position of the stop)
+        holes = stop = 0
+        for s, e in self._chunks(self._span):
+            holes += int(np.count_nonzero(self._cell[s:e] < 0))
+            stop += e - s
+            prefix.append((s, e, stop))
+            if holes >= want:
+                break
+        dst = stop  # ring position after the last slot written
+        for s, e, end in reversed(prefix):
+            src = s + np.flatnonzero(self._cell[s:e] >= 0)
+            k = src.size
+            if dst == end and k == e - s:  # a full chunk already in place
+                dst -= k
+                continue
+            moved = np.take(self._slots, src)
+            self._cell[s:e] = -1
+            dst -= k
+            for a, b in self._segments(dst, dst + k):  # slices: a structured fancy write is slow
+                self._slots[a:b] = moved[: b - a]
+                self._table.vals[moved["c"][: b - a]] = np.arange(a, b)
+                moved = moved[b - a :]
+        self._advance(dst)  # the first dst ring positions are now free
+
+    def _regrow(self, size: int) -> None:
+        """Move to a ring of ``size`` slots, the pending predictions first in ring order."""
+        slots = self._new_slots(size)
+        dst = 0
+        for src in self._live_chunks():
+            slots[dst : dst + src.size] = moved = np.take(self._slots, src)
+            self._table.vals[moved["c"]] = np.arange(dst, dst + src.size)
+            dst += src.size
+        self._use(slots)
+        self._head, self._span = 0, dst
+
+    def _new_slots(self, size: int) -> NDArray[np.void]:
+        slots = np.zeros(size, dtype=self._dtype)
+        slots["c"] = -1
+        return slots
+
+    def _use(self, slots: NDArray[np.void]) -> None:
+        """Make ``slots`` the ring, with views of its fields."""
+        self._slots = slots
+        self._time = slots["t"]
+        self._cell = slots["c"]
+        self._cols = {name: slots[f"p{i}"] for i, name in enumerate(self._specs)}
+
+    def _reserve_table(self, n: int) -> bool:
+        """Grow the hash table (doubling, up to its final size) if ``n`` more keys would load it
+        beyond _MAX_LOAD; returns whether it did."""
+        old = self._table
+        if old.live + n <= _MAX_LOAD * old.cells or old.buckets >= self._max_buckets:
+            return False
+        want = math.ceil((old.live + n) / (_MAX_LOAD * _B))
+        new = _HashTable(min(self._max_buckets, max(2 * old.buckets, want)), self._index)
+        step = max(1, _CHUNK // _B)
+        for start in range(0, old.buckets, step):
+            used = (old.keys[start : start + step] != 0).ravel().nonzero()[0] + start * _B
+            vals = old.vals[used]
+            cells = new.insert(old.flat_keys[used], vals)
+            pending = vals >= 0
+            self._cell[vals[pending]] = cells[pending]
+            taken = ~pending
+            self._taken[-2 - vals[taken]] = cells[taken]
+        self._table = new
+        return True
+
+    def _remember(self, cells: NDArray[np.intp]) -> None:
+        """Mark labelled ids as such in the table; forget the oldest beyond remember_taken."""
+        for start in range(0, cells.size, self.remember_taken):
+            part = cells[start : start + self.remember_taken]
             count = self._taken_count
             if count + part.size > self._taken.size and self._taken.size < self.remember_taken:
                 grown = min(self.remember_taken, max(2 * self._taken.size, count + part.size))
-                self._taken = np.concatenate([self._taken, np.zeros(grown - self._taken.size, np.uint64)])
+                self._taken = np.concatenate([self._taken, np.zeros(grown - self._taken.size, self._index)])
             size = self._taken.size
-            pos = (count + np.arange(part.size)) % size
-            if count + part.size > size:  # wrapped: the overwritten hashes are forgotten
-                old = self._taken[pos[count + np.arange(part.size) >= size]]
-                self._table.delete(self._table.find(old))
-            self._taken[pos] = part
+            # The id pushed n-th goes to position n % size; from n = size on it replaces one.
+            old = [self._taken[a:b] for a, b in _ring(max(count, size), count + part.size, size)]
+            if old:
+                self._table.delete(old[0] if len(old) == 1 else np.concatenate(old))
+            done = 0
+            for a, b in _ring(count, count + part.size, size):
+                self._taken[a:b] = part[done : done + b - a]
+                self._table.vals[part[done : done + b - a]] = -2 - np.arange(a, b)
+                done += b - a
             self._taken_count += part.size
+
+
+def _ring(start: int, stop: int, size: int) -> list[tuple[int, int]]:
+    """The (at most two) ranges of positions in a ring of ``size`` of the items pushed
+    ``start``-th to ``stop``-th (excluded)."""
+    a, n = start % size, stop - start
+    if n <= 0:
+        return []
+    if a + n <= size:
+        return [(a, a + n)]
+    return [(a, size), (0, a + n - size)]
