@@ -164,7 +164,7 @@ class _HashTable:
 
     def _home(self, h: NDArray[np.uint64]) -> NDArray[np.intp]:
         # Multiply-shift mixing, then Lemire's multiply-high range reduction (any table size).
-        return ((((h * _GOLDEN) >> _SHIFT32) * self._nb) >> _SHIFT32).view(np.intp)
+        return ((((h * _GOLDEN) >> _SHIFT32) * self._nb) >> _SHIFT32).astype(np.intp)
 
     def find(self, h: NDArray[np.uint64]) -> NDArray[np.intp]:
         """Cell of each key, -1 where absent."""
