@@ -258,3 +258,22 @@ def family_of(name: str, families: dict[str, str]) -> str | None:
     if base != name and families.get(base) == "counter":
         return base
     return None
+
+
+# PromQL has no parser in Python: strip what is not a metric name, keep the identifiers left.
+_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_BRACES = re.compile(r"\{[^{}]*\}")
+_RANGES = re.compile(r"\[[^\]]*\]")
+_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
+_IDENT = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
+_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
+             "group_right", "inf", "nan", "Inf", "NaN"}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names in a PromQL expression: identifiers that are not functions, keywords or labels."""
+    text = _STRINGS.sub('""', expr)
+    text = _BRACES.sub(" ", text)
+    text = _RANGES.sub(" ", text)
+    text = _LABEL_LISTS.sub(" ", text)
+    return {n for n in _IDENT.findall(text) if n not in _KEYWORDS and not re.fullmatch(r"\d\w*", n)}

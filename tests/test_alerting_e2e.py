@@ -54,6 +54,7 @@ from stack import (
     alertmanager,
     demo_exporter,
     family_of,
+    metric_names,
     parse_exposition,
     prometheus,
     rules_with_short_for,
@@ -120,24 +121,8 @@ def rule_copies(tmp: Path) -> list[Path]:
 # ------------------------------------------------------------------------------------------------
 # Metric names in PromQL (no PromQL parser in Python: strip what is not a metric name)
 
-_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
-_BRACES = re.compile(r"\{[^{}]*\}")
-_RANGES = re.compile(r"\[[^\]]*\]")
-_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
-_IDENT = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
-_KEYWORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
-             "group_right", "inf", "nan", "Inf", "NaN"}
 # PromQL inside annotation templates: query (printf `...` ...) — format verbs sit in label matchers.
 _TEMPLATE_QUERY = re.compile(r"query\s*\(\s*printf\s*`([^`]*)`")
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression: identifiers that are not functions, keywords or labels."""
-    text = _STRINGS.sub('""', expr)
-    text = _BRACES.sub(" ", text)
-    text = _RANGES.sub(" ", text)
-    text = _LABEL_LISTS.sub(" ", text)
-    return {n for n in _IDENT.findall(text) if n not in _KEYWORDS and not re.fullmatch(r"\d\w*", n)}
 
 
 def rules() -> list[dict[str, Any]]:

@@ -36,6 +36,7 @@ from stack import (
     Prometheus,
     demo_exporter,
     family_of,
+    metric_names,
     parse_exposition,
     prometheus,
     rules_with_short_for,
@@ -180,27 +181,6 @@ def expected_empty_reason(query: Query, expr: str) -> str | None:
 
 # ------------------------------------------------------------------------------------------------
 # Metric names
-
-_STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
-_BRACES = re.compile(r"\{[^{}]*\}")
-_RANGES = re.compile(r"\[[^\]]*\]")
-_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^()]*\)")
-_IDENT = re.compile(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
-_PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring",
-                 "group_left", "group_right", "inf", "nan", "Inf", "NaN"}
-
-
-def metric_names(expr: str) -> set[str]:
-    """Metric names in a PromQL expression (identifiers that are not functions, keywords or labels)."""
-    text = _STRINGS.sub('""', expr)
-    text = _BRACES.sub(" ", text)
-    text = _RANGES.sub(" ", text)
-    text = _LABEL_LISTS.sub(" ", text)
-    return {name for name in _IDENT.findall(text) if name not in _PROMQL_WORDS}
-
-
-
-
 
 def recorded_names() -> set[str]:
     names = set()

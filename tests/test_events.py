@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
-import shlex
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from test_formats import curl_events, fixture
 
 from exporter.batch import Batch, PayloadError
 from exporter.batch import prediction_problem as check_prediction
 from exporter.events import EventJoiner
 from exporter.formats import InferenceEvent, decode_event
 
-FIXTURES = Path(os.environ.get("MLMON_FIXTURES")
-                or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "payloads")
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 _EVENT_MARKER = "☁️  cloudevents.Event".encode()
-
-
-def fixture(rel: str) -> Path:
-    path = FIXTURES / rel
-    if not path.is_file():
-        pytest.skip(f"fixture {rel} not found under {FIXTURES} (set MLMON_FIXTURES)")
-    return path
 
 
 def kserve_events(received_at: float = 1000.0) -> tuple[InferenceEvent, InferenceEvent]:
@@ -54,20 +43,9 @@ def seldon_capture(received_at: float = 1000.0) -> tuple[InferenceEvent, Inferen
 
 def seldon_test_events(received_at: float = 1000.0) -> list[InferenceEvent]:
     """Seldon request-logger's hand-made test events (curl lines)."""
-    out = []
-    for line in fixture("seldon/v1_request_logger_test_events.txt").read_text().splitlines():
-        if not line.startswith("curl "):
-            continue
-        args = iter(shlex.split(line)[1:])
-        headers, body = {}, b""
-        for arg in args:
-            if arg == "-d":
-                body = next(args).encode()
-            elif arg == "-H":
-                key, _, value = next(args).partition(":")
-                headers[key.strip()] = value.strip()
-        out.append(decode_event(headers, body, received_at))
-    return out
+    return [decode_event(headers, body, received_at)
+            for headers, body in curl_events("seldon/v1_request_logger_test_events.txt")]
+
 
 
 def event(kind: str, id: str, body: Any, at: float, model: str | None = "m", **kw: Any) -> InferenceEvent:
