@@ -210,13 +210,14 @@ def run_server(server: Any) -> None:
     try:
         server.run()
     except OSError:
-        # close() from another thread invalidates the sockets under select(); that is the stop.
-        if server.socket is not None and server.socket.fileno() != -1:
+        # stop_server() from another thread invalidates the sockets under select(); that is the stop.
+        if not getattr(server, "mlmon_stopping", False):
             raise
 
 
 def stop_server(server: Any) -> None:
     """Let worker threads finish their requests, then close the sockets."""
+    server.mlmon_stopping = True
     server.task_dispatcher.shutdown()
     server.close()
 
