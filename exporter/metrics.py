@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.baseline import OTHER, PREDICTION
-from exporter.monitor import QUALITY_CHECKS, ModelMonitor
+from exporter.monitor import QUALITY_CHECKS, FeatureDrift, ModelMonitor
 from exporter.outcomes import LABEL_DELAY_BUCKETS
 
 _QUALITY_METRICS = {
@@ -101,6 +101,43 @@ def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
             if _finite(value):
                 f.gauge("mlmon_fairness_gap", "Max minus min rate across groups with enough samples.",
                         ["model", "attribute", "metric"], [m, attribute, metric], value)
+
+
+def _render_feature_drift(m: str, fd: FeatureDrift, f: _Families) -> None:
+    """Scores, thresholds in force and flags of one feature; the fleet's critical values."""
+    mf, mfm = ["model", "feature"], ["model", "feature", "method"]
+    for method, score in fd.scores.items():
+        if _finite(score):
+            f.gauge("mlmon_feature_drift_score", "Drift of the full window against the baseline.",
+                    mfm, [m, fd.feature, method], score)
+    for method, p in fd.pvalues.items():
+        if _finite(p):
+            f.gauge("mlmon_feature_drift_pvalue", "p-value of the drift test over the full window.", mfm,
+                    [m, fd.feature, method], p)
+    for method, threshold in fd.thresholds.items():
+        if _finite(threshold):
+            f.gauge("mlmon_feature_drift_threshold",
+                    "Threshold in force for the detection method at the full window's sample size.",
+                    mfm, [m, fd.feature, method], threshold)
+    if fd.recent_score is not None and _finite(fd.recent_score):
+        f.gauge("mlmon_feature_drift_recent_score", "Drift of the recent window against the baseline.",
+                mfm, [m, fd.feature, fd.detection], fd.recent_score)
+    if fd.recent_threshold is not None and _finite(fd.recent_threshold):
+        f.gauge("mlmon_feature_drift_recent_threshold",
+                "Threshold in force for the detection method at the recent window's sample size.",
+                mfm, [m, fd.feature, fd.detection], fd.recent_threshold)
+    f.gauge("mlmon_feature_drift_min_effect", "Relevance floor: the smallest change that counts as drift.",
+            mfm, [m, fd.feature, fd.detection], fd.min_effect)
+    for window, critical in zip(("full", "recent"), fd.fleet_critical, strict=True):
+        if _finite(critical):
+            f.gauge("mlmon_feature_drift_fleet_critical",
+                    "Chi-square critical value on the coarse bins at the configured false-alarm rate (fleet rules).",
+                    ["model", "feature", "window"], [m, fd.feature, window], critical)
+    f.gauge("mlmon_feature_drift_fleet_min_effect", "Relevance floor of the fleet chi-square (Cohen's w).",
+            mf, [m, fd.feature], fd.fleet_min_effect)
+    if fd.detected is not None:
+        f.gauge("mlmon_feature_drift_detected", "1 if the feature's drift is over its threshold in either window.",
+                mf, [m, fd.feature], int(fd.detected))
 
 
 class MlmonCollector(Collector):
@@ -213,12 +250,9 @@ def _render(monitor: ModelMonitor, f: _Families) -> None:
     f.gauge("mlmon_window_min_samples", "Records a window needs before drift is reported.", ["model"], [m],
             cfg.window.min_samples)
     ev = snap.evaluation
-    mfm = ["model", "feature", "method"]
     for profile in monitor.profiles:
-        detection = cfg.drift.detection_for(profile.name, profile.kind)
-        f.gauge("mlmon_feature_drift_threshold",
-                "Configured drift threshold (for chi2, the p-value below which drift is detected).",
-                mfm, [m, profile.name, detection], cfg.drift.threshold_for(profile.name, detection))
+        f.gauge("mlmon_baseline_samples", "Baseline rows with a value of the feature (N of the two-sample tests).",
+                mf, [m, profile.name], float(profile.fine_counts.sum()))
     if ev is not None:
         f.gauge("mlmon_evaluation_timestamp_seconds", "Unix time of the last drift evaluation.", ["model"], [m],
                 ev.timestamp)
@@ -226,18 +260,10 @@ def _render(monitor: ModelMonitor, f: _Families) -> None:
                 ev.duration_seconds)
         f.gauge("mlmon_drifted_features", "Features (not the prediction) whose drift is over threshold.",
                 ["model"], [m], len(ev.drifted))
+        f.gauge("mlmon_recent_window_samples", "Records in the recent window tested beside the full one.",
+                ["model"], [m], max((fd.recent_samples for fd in ev.features), default=0))
         for fd in ev.features:
-            for method, score in fd.scores.items():
-                if _finite(score):
-                    f.gauge("mlmon_feature_drift_score", "Drift of the window against the baseline.",
-                            mfm, [m, fd.feature, method], score)
-            for method, p in fd.pvalues.items():
-                if _finite(p):
-                    f.gauge("mlmon_feature_drift_pvalue", "p-value of the drift test.", mfm,
-                            [m, fd.feature, method], p)
-            if fd.detected is not None:
-                f.gauge("mlmon_feature_drift_detected", "1 if the feature's drift is over its threshold.",
-                        mf, [m, fd.feature], int(fd.detected))
+            _render_feature_drift(m, fd, f)
     _render_outcomes(monitor, f)
     if ev is not None and math.isfinite(ev.health):
         f.gauge("mlmon_model_health_score", "Composite health in [0, 1]; see the README for the formula.",

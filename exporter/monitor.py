@@ -8,6 +8,7 @@ that the metrics collector reads without touching the ingest path.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
@@ -17,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from exporter import drift
+from exporter import calibration, drift
 from exporter.baseline import PREDICTION, Baseline, CategoricalProfile, FeatureProfile, NumericProfile, category_key
 from exporter.batch import Batch, Rejection
-from exporter.config import PVALUE_METHODS, ModelConfig
+from exporter.config import ModelConfig
 from exporter.outcomes import LabelResult, OutcomeTracker, QualityEvaluation, meets
 from exporter.quality import encode
 from exporter.window import BucketRing
@@ -44,18 +45,32 @@ def methods_for(profile: FeatureProfile) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class _DriftGroup:
-    """Features with one bin layout, stacked as rows; baseline side precomputed once."""
+    """Features with one bin layout, stacked as rows; baseline side and null quantiles precomputed once."""
 
     profiles: list[FeatureProfile]
     index: np.ndarray
     methods: tuple[str, ...]
     detections: list[str]
-    thresholds: list[dict[str, float]]
     base_fine: np.ndarray
     base_coarse: np.ndarray
+    base_n: np.ndarray
     edges: np.ndarray | None
     support: np.ndarray | None
-    std: np.ndarray | None
+    scale: np.ndarray | None
+    coarse_dof: np.ndarray
+    fixed: np.ndarray
+    """Per row: the configured fixed threshold of its detection method, NaN for ``auto``."""
+    min_effect: np.ndarray
+    alpha: np.ndarray
+    """Per row: the false-alarm rate per evaluation, spent on the full window alone when the recent
+    window is below min_samples, else split in half between the two (Bonferroni)."""
+    alpha_split: np.ndarray
+    null_alone: np.ndarray
+    """Per row: the null quantile of sqrt(n_eff) * statistic at alpha (KS, Wasserstein), else NaN."""
+    null_split: np.ndarray
+    fleet_critical: np.ndarray
+    """Per row: chi-square critical values on the exported coarse bins, (rows, 2) for (full, recent)."""
+    fleet_min_effect: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -66,9 +81,18 @@ class FeatureDrift:
     scores: dict[str, float]
     pvalues: dict[str, float]
     thresholds: dict[str, float]
+    """The threshold in force for the detection method at this window's n (empty below min_samples)."""
     detection: str
     detected: bool | None
-    """None when the window holds fewer than ``min_samples`` values of this feature."""
+    """None when neither window holds ``min_samples`` values of this feature."""
+    recent_samples: int = 0
+    recent_score: float | None = None
+    recent_threshold: float | None = None
+    min_effect: float = 0.0
+    fleet_critical: tuple[float, float] = (float("nan"), float("nan"))
+    """Chi-square critical values on the coarse bins for the fleet rules: (full, recent) window."""
+    fleet_min_effect: float = 0.0
+    """Relevance floor of the fleet chi-square, as Cohen's w."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +171,9 @@ class ModelMonitor:
         now = clock()
         self._window = BucketRing(width, win.n_buckets, win.bucket_seconds, now)
         self.outcomes = OutcomeTracker(config, baseline, now)
+        # Buckets of the recent window tested beside the full one (0: off, or as long as the window).
+        recent = round(config.drift.recent_window_seconds / win.bucket_seconds)
+        self._recent_buckets = recent if 0 < recent < win.n_buckets else 0
         self._groups = self._drift_groups()
         self._cumulative = np.zeros(self._records_slot, dtype=np.int64)
         self._quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
@@ -303,9 +330,12 @@ class ModelMonitor:
         """Compare the window with the baseline and publish the result."""
         started = time.perf_counter()
         now = self.clock() if now is None else now
-        counts = self.window_counts(now)
+        with self._lock:
+            counts = self._window.total(now)
+            recent = self._window.recent(now, self._recent_buckets) if self._recent_buckets else None
         min_samples = self.config.window.min_samples
-        by_name = {fd.feature: fd for g in self._groups for fd in self._group_drift(g, counts, min_samples)}
+        by_name = {fd.feature: fd for g in self._groups
+                   for fd in self._group_drift(g, counts, recent, min_samples)}
         results = [by_name[p.name] for p in self.profiles]
         quality = self.outcomes.evaluate(now) if self.outcomes.enabled else None
         components = self._health_components(counts, results, quality)
@@ -347,12 +377,17 @@ class ModelMonitor:
         return out
 
     def _drift_groups(self) -> list[_DriftGroup]:
-        """Features that share a bin layout, so each statistic runs once per group (O(bins) numpy)."""
+        """Features that share a bin layout, so each statistic runs once per group (O(bins) numpy).
+
+        Null quantiles are simulated here, once per feature (``calibration``), so an evaluation only
+        scales them by the window's n.
+        """
         by_layout: dict[tuple[Any, ...], list[int]] = {}
         for i, p in enumerate(self.profiles):
             layout = (p.kind, p.n_bins, tuple(p.coarse_starts.tolist()) if isinstance(p, NumericProfile) else ())
             by_layout.setdefault(layout, []).append(i)
         cfg = self.config.drift
+        split = 2.0 if self._recent_buckets else 1.0
         groups = []
         for members in by_layout.values():
             profiles = [self.profiles[i] for i in members]
@@ -362,23 +397,49 @@ class ModelMonitor:
             base = np.stack([p.fine_counts for p in profiles]).astype(np.float64)
             index = np.stack([np.arange(self.offsets[i], self.offsets[i + 1]) for i in members])
             numeric = isinstance(first, NumericProfile)
+            coarse = first.coarse_counts(base) if numeric else base
+            fixed = [cfg.threshold_for(p.name, m) for p, m in zip(profiles, detections, strict=True)]
+            alpha = np.array([cfg.false_alarm_rate_for(p.name) for p in profiles])
+            nulls = [self._null(p, m, base[r], (alpha[r], alpha[r] / split))
+                     for r, (p, m) in enumerate(zip(profiles, detections, strict=True))]
+            coarse_dof = np.maximum((coarse > 0).sum(axis=1) - 1, 1)
             groups.append(_DriftGroup(
                 profiles=profiles, index=index, methods=methods, detections=detections,
-                thresholds=[{m: cfg.threshold_for(p.name, m) for m in methods} for p in profiles],
-                base_fine=base, base_coarse=first.coarse_counts(base) if numeric else base,
+                base_fine=base, base_coarse=coarse, base_n=base.sum(axis=1),
                 edges=np.stack([p.edges for p in profiles]) if numeric else None,
                 support=np.array([p.support for p in profiles]).T if numeric else None,
-                std=np.array([p.std for p in profiles]) if numeric else None))
+                scale=np.array([p.robust_scale for p in profiles]) if numeric else None,
+                coarse_dof=coarse_dof, fixed=np.array([np.nan if f is None else f for f in fixed]),
+                min_effect=np.array([cfg.min_effect_for(p.name, m) for p, m in zip(profiles, detections, strict=True)]),
+                alpha=alpha, alpha_split=alpha / split,
+                null_alone=np.array([n[0] for n in nulls]), null_split=np.array([n[1] for n in nulls]),
+                fleet_critical=np.stack([calibration.chi2_critical(alpha / split, coarse_dof),
+                                         calibration.chi2_critical(alpha / split, coarse_dof)], axis=1),
+                fleet_min_effect=np.array([cfg.min_effect_for(p.name, "chi2") for p in profiles])))
         return groups
 
-    def _group_drift(self, g: _DriftGroup, counts: np.ndarray, min_samples: int) -> list[FeatureDrift]:
-        current = counts[g.index].astype(np.float64)
-        samples = current.sum(axis=1)
+    def _null(self, profile: FeatureProfile, method: str, base: np.ndarray,
+              alphas: tuple[float, float]) -> tuple[float, float]:
+        """Null quantiles of sqrt(n_eff) * statistic for methods calibrated by simulation; NaN otherwise."""
+        if self.config.drift.threshold_for(profile.name, method) is not None:
+            return (math.nan, math.nan)
+        if method == "ks":
+            null = calibration.ks_null(base)
+        elif method == "wasserstein" and isinstance(profile, NumericProfile):
+            lo, hi = profile.support
+            bounds = np.clip(np.concatenate(([lo], profile.edges, [hi])), lo, hi)
+            null = calibration.wasserstein_null(base, np.diff(bounds), profile.robust_scale)
+        else:
+            return (math.nan, math.nan)
+        return null.quantile(alphas[0]), null.quantile(alphas[1])
+
+    def _scores(self, g: _DriftGroup, current: np.ndarray,
+                methods: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         numeric = g.edges is not None
         coarse = g.profiles[0].coarse_counts(current) if numeric else current
         scores: dict[str, np.ndarray] = {}
         pvalues: dict[str, np.ndarray] = {}
-        for method in g.methods:
+        for method in methods:
             if method == "psi":
                 scores[method] = drift.psi(g.base_coarse, coarse)
             elif method == "js":
@@ -391,20 +452,82 @@ class ModelMonitor:
                 scores[method], pvalues[method] = drift.chi_square(g.base_fine, current)
             elif method == "wasserstein" and numeric:
                 lo, hi = g.support
-                scores[method] = drift.wasserstein_from_counts(g.edges, g.base_fine, current, lo, hi, g.std)
+                scores[method] = drift.wasserstein_from_counts(g.edges, g.base_fine, current, lo, hi, g.scale)
+        return scores, pvalues
+
+    def _thresholds(self, g: _DriftGroup, current: np.ndarray, n: np.ndarray, split: np.ndarray) -> np.ndarray:
+        """The threshold in force per row for its detection method at the window's n.
+
+        ``auto``: the null quantile at this n, raised to the relevance floor. Fixed: as configured
+        (for chi2 a p-value, turned into the statistic it corresponds to, so every method compares
+        ``score > threshold``).
+        """
+        n_eff = calibration.effective_n(n, g.base_n)
+        alpha = np.where(split, g.alpha_split, g.alpha)
+        null = np.where(split, g.null_split, g.null_alone)
+        out = np.full(n.shape, np.nan)
+        chi_dof = None
+        for r, method in enumerate(g.detections):
+            fixed = g.fixed[r]
+            if method == "chi2":
+                if chi_dof is None:
+                    chi_dof = drift.chi_square_dof(g.base_fine, current)
+                p = fixed if np.isfinite(fixed) else alpha[r]
+                thr = float(calibration.chi2_critical(p, chi_dof[r]))
+                floor = n_eff[r] * g.min_effect[r] ** 2
+            elif np.isfinite(fixed):
+                out[r] = fixed
+                continue
+            elif method == "ks":
+                thr = null[r] / float(calibration.stephens_root(n_eff[r]))
+                floor = g.min_effect[r]
+            elif method == "wasserstein":
+                thr = null[r] / math.sqrt(max(n_eff[r], 1e-12))
+                floor = g.min_effect[r]
+            else:
+                thr = float(calibration.coarse_threshold(method, alpha[r], g.coarse_dof[r], n_eff[r]))
+                floor = g.min_effect[r]
+            out[r] = thr if np.isfinite(fixed) else max(thr, floor)
+        return out
+
+    def _group_drift(self, g: _DriftGroup, counts: np.ndarray, recent_counts: np.ndarray | None,
+                     min_samples: int) -> list[FeatureDrift]:
+        current = counts[g.index].astype(np.float64)
+        samples = current.sum(axis=1)
+        scores, pvalues = self._scores(g, current, g.methods)
+        r_samples = np.zeros_like(samples)
+        r_scores: dict[str, np.ndarray] = {}
+        r_thresholds = np.full(samples.shape, np.nan)
+        if recent_counts is not None:
+            recent = recent_counts[g.index].astype(np.float64)
+            r_samples = recent.sum(axis=1)
+        both = (r_samples >= min_samples) & (samples >= min_samples)
+        if recent_counts is not None and (r_samples >= min_samples).any():
+            r_scores, _ = self._scores(g, recent, tuple(sorted(set(g.detections))))
+            r_thresholds = self._thresholds(g, recent, r_samples, both)
+        thresholds = self._thresholds(g, current, samples, both)
         out = []
         for r, profile in enumerate(g.profiles):
-            n, detection, thresholds = int(samples[r]), g.detections[r], g.thresholds[r]
+            n, detection = int(samples[r]), g.detections[r]
+            fleet = (float(g.fleet_critical[r, 0]), float(g.fleet_critical[r, 1]))
+            rn = int(r_samples[r])
+            recent_ok = recent_counts is not None and rn >= min_samples
+            r_score = float(r_scores[detection][r]) if recent_ok else None
+            r_thr = float(r_thresholds[r]) if recent_ok else None
+            recent_hit = recent_ok and bool(r_score > r_thr)  # type: ignore[operator]
             if n < min_samples:
-                out.append(FeatureDrift(profile.name, profile.kind, n, {}, {}, thresholds, detection, None))
+                detected = True if recent_hit else (False if recent_ok else None)
+                out.append(FeatureDrift(profile.name, profile.kind, n, {}, {}, {}, detection, detected,
+                                        rn, r_score, r_thr, float(g.min_effect[r]), fleet,
+                                        float(g.fleet_min_effect[r])))
                 continue
             row_scores = {m: float(v[r]) for m, v in scores.items()}
             row_p = {m: float(v[r]) for m, v in pvalues.items()}
-            if detection in PVALUE_METHODS:
-                detected = bool(row_p[detection] < thresholds[detection])
-            else:
-                detected = bool(row_scores[detection] > thresholds[detection])
-            out.append(FeatureDrift(profile.name, profile.kind, n, row_scores, row_p, thresholds, detection, detected))
+            thr = float(thresholds[r])
+            detected = bool(row_scores[detection] > thr) or recent_hit
+            out.append(FeatureDrift(profile.name, profile.kind, n, row_scores, row_p, {detection: thr}, detection,
+                                    detected, rn, r_score, r_thr, float(g.min_effect[r]), fleet,
+                                        float(g.fleet_min_effect[r])))
         return out
 
     @property

@@ -232,24 +232,29 @@ INHIBITION_ALERTS = [
     # Per-replica alert of the down instance: inhibited; same alert on a healthy replica: not.
     (
         {
-            "alertname": "MlmonFeatureDrift",
+            "alertname": "MlmonModelQualityDegraded",
             "severity": "warning",
             "job": "mlmon",
             "instance": "a:8000",
             "model": "churn",
-            "feature": "age",
+            "metric": "accuracy",
         },
         True,
     ),
     (
         {
-            "alertname": "MlmonFeatureDrift",
+            "alertname": "MlmonModelQualityDegraded",
             "severity": "warning",
             "job": "mlmon",
             "instance": "b:8000",
             "model": "churn",
-            "feature": "age",
+            "metric": "accuracy",
         },
+        False,
+    ),
+    # Fleet-wide drift (no instance label) is never hidden by one replica being down either.
+    (
+        {"alertname": "MlmonFeatureDrift", "severity": "warning", "job": "mlmon", "model": "churn", "feature": "age"},
         False,
     ),
     # A fleet-wide SLO page is never hidden by one replica being down.

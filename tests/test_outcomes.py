@@ -178,7 +178,10 @@ def test_health_score_follows_the_documented_formula():
     ev = mon.evaluate()
     c = ev.health_components
     assert c["quality"] == 0.0  # accuracy is far below 0.99
-    assert c["drift"] == 1.0
+    # g is sent 0.5/0.3/0.2 against a uniform baseline: a real drift, which the calibrated chi-square
+    # detects at 1,000 records (the old fixed PSI > 0.2 missed it: PSI 0.14). x has not drifted.
+    assert [f.feature for f in ev.features if f.detected] == ["g"]
+    assert c["drift"] == 0.5
     assert c["data_quality"] == pytest.approx(1 - (50 / 2_000) / 0.05)
     assert c["slo"] == pytest.approx(1 - (2.0 - 1) / 9)
     expected = (0.4 * c["quality"] + 0.3 * c["drift"] + 0.15 * c["data_quality"] + 0.15 * c["slo"]) / 1.0
