@@ -92,6 +92,8 @@ class DriftConfig:
     min_effect: dict[str, float] = field(default_factory=lambda: dict(MIN_EFFECT))
     false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
     recent_window_seconds: float = DEFAULT_RECENT_WINDOW_SECONDS
+    export_bins: bool = True
+    """Per-bin series (``mlmon_feature_bin_total``, ``mlmon_baseline_bin_ratio``): the fleet rules need them."""
     features: dict[str, FeatureDriftConfig] = field(default_factory=dict)
 
     def detection_for(self, feature: str, kind: str) -> str:
@@ -337,7 +339,11 @@ def _recent_window(r: _Reader, node: dict[str, Any], path: str) -> float:
 
 def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
     node = r.mapping(node, path, {"methods", "detection", "thresholds", "min_effect", "false_alarm_rate",
-                                  "recent_window", "features"})
+                                  "recent_window", "export_bins", "features"})
+    export_bins = node.get("export_bins", True)
+    if not isinstance(export_bins, bool):
+        r.fail(f"{path}.export_bins", "must be true or false")
+        export_bins = True
     methods = DRIFT_METHODS
     if "methods" in node:
         listed = r.string_list(node, "methods", path)
@@ -369,7 +375,7 @@ def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
         methods=methods, detection=detection, thresholds=thresholds,
         min_effect={**MIN_EFFECT, **_min_effect(r, node.get("min_effect"), f"{path}.min_effect")},
         false_alarm_rate=_false_alarm_rate(r, node, path, DEFAULT_FALSE_ALARM_RATE) or DEFAULT_FALSE_ALARM_RATE,
-        recent_window_seconds=_recent_window(r, node, path),
+        recent_window_seconds=_recent_window(r, node, path), export_bins=export_bins,
         features=features)
 
 

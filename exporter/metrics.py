@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.baseline import OTHER, PREDICTION
+from exporter.baseline import OTHER, PREDICTION, FeatureProfile
 from exporter.monitor import QUALITY_CHECKS, FeatureDrift, ModelMonitor
 from exporter.outcomes import LABEL_DELAY_BUCKETS
 
@@ -101,6 +101,18 @@ def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
             if _finite(value):
                 f.gauge("mlmon_fairness_gap", "Max minus min rate across groups with enough samples.",
                         ["model", "attribute", "metric"], [m, attribute, metric], value)
+
+
+def _render_bins(m: str, profile: FeatureProfile, fine: np.ndarray, f: _Families) -> None:
+    """Coarse-bin counters and baseline shares: what the fleet drift rules sum across replicas."""
+    base = profile.coarse_counts(profile.fine_counts)
+    base_total = base.sum()
+    for label, count, b in zip(profile.coarse_labels(), profile.coarse_counts(fine).tolist(), base.tolist(),
+                               strict=True):
+        f.counter("mlmon_feature_bin", "Values per coarse bin (mergeable across replicas).",
+                  ["model", "feature", "bin"], [m, profile.name, label], count)
+        f.gauge("mlmon_baseline_bin_ratio", "Baseline share of each coarse bin.",
+                ["model", "feature", "bin"], [m, profile.name, label], b / base_total if base_total else 0.0)
 
 
 def _render_feature_drift(m: str, fd: FeatureDrift, f: _Families) -> None:
@@ -224,15 +236,8 @@ def _render(monitor: ModelMonitor, f: _Families) -> None:
 
     mf = ["model", "feature"]
     for i, profile in enumerate(monitor.profiles):
-        fine = snap.cumulative_bins[monitor.offsets[i]:monitor.offsets[i + 1]]
-        labels = profile.coarse_labels()
-        base = profile.coarse_counts(profile.fine_counts)
-        base_total = base.sum()
-        for label, count, b in zip(labels, profile.coarse_counts(fine).tolist(), base.tolist(), strict=True):
-            f.counter("mlmon_feature_bin", "Values per coarse bin (mergeable across replicas).",
-                      ["model", "feature", "bin"], [m, profile.name, label], count)
-            f.gauge("mlmon_baseline_bin_ratio", "Baseline share of each coarse bin.",
-                    ["model", "feature", "bin"], [m, profile.name, label], b / base_total if base_total else 0.0)
+        if cfg.drift.export_bins:
+            _render_bins(m, profile, snap.cumulative_bins[monitor.offsets[i]:monitor.offsets[i + 1]], f)
         if profile.name == PREDICTION:
             continue
         for j, check in enumerate(QUALITY_CHECKS):

@@ -113,7 +113,8 @@ def test_rule_and_test_files_exist():
 
 
 @pytest.mark.tools
-@pytest.mark.parametrize("path", RULE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*RULE_FILES, *sorted((ROOT / "alerting" / "optional").glob("*.yml"))],
+                         ids=lambda p: p.name)
 def test_promtool_check_rules(path):
     promtool = require_tool("promtool")
     res = run([promtool, "check", "rules", str(path)])

@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import require_tool
+from conftest import make_config, require_tool, serve, shop_model
 from test_server import rows
+
+from exporter.config import DriftConfig
+from exporter.service import Service
 
 
 @pytest.mark.tools
@@ -55,3 +58,17 @@ def test_exposition_has_help_types_and_base_units(live_server):
     assert f'mlmon_feature_drift_threshold{{feature="age",method="ks",model="shop"}} {age.thresholds["ks"]!r}' in text
     assert 0.02 <= age.thresholds["ks"] < 1
     assert 'mlmon_feature_drift_detected{feature="__prediction__",model="shop"}' in text
+
+
+def test_per_bin_series_can_be_switched_off(small_baseline):
+    """drift.export_bins: false drops the per-bin series (the fleet rules' input) and nothing else."""
+    for export_bins in (True, False):
+        service = Service(make_config(shop_model(drift=DriftConfig(export_bins=export_bins))),
+                          {"shop": small_baseline})
+        for server in serve(service):
+            server.post("/v1/predictions", {"model": "shop", "version": "v1", "records": rows(100)})
+            service.monitor("shop").evaluate()
+            text = server.get("/metrics").text
+            assert ("mlmon_feature_bin_total{" in text) is export_bins
+            assert ("mlmon_baseline_bin_ratio{" in text) is export_bins
+            assert "mlmon_feature_drift_score{" in text and "mlmon_baseline_samples{" in text
