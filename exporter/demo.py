@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from exporter.baseline import Baseline, build_baseline
+from exporter.baseline import build_baseline
 from exporter.client import MlmonClient
 from exporter.config import (
     Config,
@@ -29,6 +29,7 @@ from exporter.config import (
     SLOConfig,
     WindowConfig,
 )
+from exporter.profile import Baseline
 from exporter.service import Service
 
 MODEL = "churn"

@@ -15,9 +15,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.baseline import OTHER, PREDICTION
 from exporter.monitor import QUALITY_CHECKS, ModelMonitor
 from exporter.outcomes import LABEL_DELAY_BUCKETS
+from exporter.profile import OTHER, PREDICTION
 
 _QUALITY_METRICS = {
     "missing": ("mlmon_feature_missing", "Values that were missing, null, NaN or infinite."),

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from exporter import drift
-from exporter.baseline import PREDICTION, Baseline, CategoricalProfile, FeatureProfile, NumericProfile, category_key
 from exporter.batch import Batch, Rejection
 from exporter.config import PVALUE_METHODS, ModelConfig
 from exporter.outcomes import LabelResult, OutcomeTracker, QualityEvaluation, meets
+from exporter.profile import PREDICTION, Baseline, CategoricalProfile, FeatureProfile, NumericProfile, category_key
 from exporter.quality import encode
 from exporter.window import BucketRing
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from exporter import performance
-from exporter.baseline import OTHER, Baseline, category_key
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
 from exporter.labels import PendingStore
+from exporter.profile import OTHER, Baseline, category_key
 from exporter.window import BucketRing
 
 MAX_VERSIONS = 10

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.baseline import CategoricalProfile, NumericProfile, category_key
+from exporter.profile import CategoricalProfile, NumericProfile, category_key
 
 _NUMBER_TYPES = frozenset({int, float})
 

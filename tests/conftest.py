@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 import requests
 
-from exporter.baseline import Baseline, build_baseline
+from exporter.baseline import build_baseline
 from exporter.config import Config, ModelConfig, ServerConfig, SLOConfig, WindowConfig
+from exporter.profile import Baseline
 from exporter.server import build_server, create_app, run_server, stop_server
 from exporter.service import Service
 
