@@ -24,6 +24,7 @@ from exporter.batch import PayloadError
 from exporter.formats import decode_event
 from exporter.formats.native import parse_predictions
 from exporter.service import Service
+from exporter.status import model_status
 
 log = logging.getLogger("mlmon.http")
 
@@ -161,7 +162,7 @@ def create_app(service: Service, token: str | None = None) -> Flask:
 
     @app.get("/v1/models")
     def models() -> Response:
-        return _json({"models": [m.status() for m in service.monitors.values()]})
+        return _json({"models": [model_status(m) for m in service.monitors.values()]})
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
