@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import training_frame
+from helpers import training_frame
 
 from exporter.baseline import build_baseline
 from exporter.cli import main

@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import require_tool
-from test_server import rows
+from helpers import require_tool, rows
 
 
 @pytest.mark.tools
