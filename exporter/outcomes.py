@@ -19,7 +19,7 @@ import numpy as np
 
 from exporter import performance
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
-from exporter.labels import PendingStore
+from exporter.pending import PendingStore
 from exporter.profile import OTHER, Baseline, category_key
 from exporter.slots import Slots
 from exporter.window import BucketRing
