@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -339,9 +339,10 @@ class ModelMonitor:
                 out[slo.name] = (reported_latency.size, int(np.count_nonzero(reported_latency > slo.threshold_seconds)))
         return out
 
-    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float | None = None) -> LabelResult:
+    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float | None = None,
+                      positions: Sequence[int] | None = None) -> LabelResult:
         """Join ground truth to pending predictions; invalid labels are refused alone."""
-        result = self.outcomes.ingest_labels(ids, labels, self.clock() if now is None else now)
+        result = self.outcomes.ingest_labels(ids, labels, self.clock() if now is None else now, positions)
         if result.rejected:
             self.count_rejected("invalid_label", len(result.rejected))
         return result

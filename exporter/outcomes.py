@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from exporter import performance
+from exporter.batch import Rejection
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
 from exporter.pending import PendingStore
 from exporter.profile import OTHER, Baseline, category_key
@@ -76,7 +78,7 @@ class LabelResult:
     matched: int
     unmatched: int
     duplicates: int
-    rejected: list[dict[str, Any]]
+    rejected: list[Rejection]
 
 
 @dataclass(frozen=True)
@@ -230,18 +232,21 @@ class OutcomeTracker:
                 idx[i] = self.class_index.get(v)
         return idx, bad
 
-    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float) -> LabelResult:
+    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float,
+                      positions: Sequence[int] | None = None) -> LabelResult:
+        """Join labels; ``positions`` are the items' indices in the request (default: 0..n-1)."""
+        at = range(len(ids)) if positions is None else positions
         rejected = []
         actual, bad = self._actual(labels)
+        reason = "must be a number" if self.regression else "must be a class label"
         for i in bad:
-            rejected.append({"index": i, "field": f"labels[{i}].label",
-                             "reason": "must be a number" if self.regression else "must be a class label"})
+            rejected.append(Rejection(at[i], f"labels[{at[i]}].label", reason, "invalid_label"))
         keep = np.ones(len(ids), dtype=bool)
         keep[bad] = False
         for i, v in enumerate(ids):
             if keep[i] and (v is None or isinstance(v, (dict, list, bool, float))):
                 keep[i] = False
-                rejected.append({"index": i, "field": f"labels[{i}].id", "reason": "must be a string or integer"})
+                rejected.append(Rejection(at[i], f"labels[{at[i]}].id", "must be a string or integer", "invalid_label"))
         ids_kept = [str(v) for v, k in zip(ids, keep, strict=True) if k]
         actual = actual[keep]
         with self._lock:
