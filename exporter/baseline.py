@@ -131,7 +131,9 @@ def build_baseline(
     if not features:
         raise BaselineError("data: no feature columns left to profile")
 
-    pred_profile, classes, quality = None, (), {}
+    pred_profile: FeatureProfile | None = None
+    classes: tuple[str, ...] = ()
+    quality: dict[str, float] = {}
     if prediction is not None:
         pred = df[prediction]
         if task is None:
@@ -184,8 +186,9 @@ def reference_quality(target: pd.Series, prediction: pd.Series, task: str) -> di
         y = target[keep].to_numpy(dtype=np.float64)
         p = prediction[keep].to_numpy(dtype=np.float64)
         return performance.regression_metrics(performance.regression_sums(y, p))
-    actual = [category_key(v) for v in target[keep]]
-    predicted = [category_key(v) for v in prediction[keep]]
+    # notna() above leaves no value whose key is None; "" stands in for the impossible case.
+    actual = [category_key(v) or "" for v in target[keep]]
+    predicted = [category_key(v) or "" for v in prediction[keep]]
     classes = sorted(set(actual) | set(predicted))
     index = {c: i for i, c in enumerate(classes)}
     confusion = performance.confusion_counts(

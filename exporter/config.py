@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -239,6 +239,14 @@ class _Reader:
             self.fail(f"{path}.{key}", "must be below 1 (an objective of 100% leaves no error budget)")
         return value
 
+    @overload
+    def string(self, node: dict[str, Any], key: str, path: str, default: str,
+               choices: tuple[str, ...] | None = None) -> str: ...
+
+    @overload
+    def string(self, node: dict[str, Any], key: str, path: str, default: None = None,
+               choices: tuple[str, ...] | None = None) -> str | None: ...
+
     def string(self, node: dict[str, Any], key: str, path: str, default: str | None = None,
                choices: tuple[str, ...] | None = None) -> str | None:
         if key not in node:
@@ -293,7 +301,7 @@ def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float]:
 
 def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
     node = r.mapping(node, path, {"methods", "detection", "thresholds", "features"})
-    methods = DRIFT_METHODS
+    methods: tuple[str, ...] = DRIFT_METHODS
     if "methods" in node:
         listed = r.string_list(node, "methods", path)
         for i, m in enumerate(listed):

@@ -172,7 +172,7 @@ class Traffic:
         bands = np.select([ages < 30, ages < 45, ages < 60], AGE_BANDS[:3], AGE_BANDS[3])
         for i, row in enumerate(df.to_dict("records")):
             self.client.record(
-                row, {"churn": float(proba[i]), "stay": float(1 - proba[i])},
+                {str(k): v for k, v in row.items()}, {"churn": float(proba[i]), "stay": float(1 - proba[i])},
                 latency_seconds=float(latency[i]), id=f"demo-{self.sent + i}", error=bool(errors[i]),
                 groups={"age_band": str(bands[i]), "region": row["region"]})
             if arrives[i]:

@@ -45,9 +45,9 @@ def hash_ids(ids: Sequence[Any]) -> tuple[NDArray[np.uint64], NDArray[np.bool_]]
     if not valid.all():
         suspects = np.flatnonzero(~valid)
         valid[suspects] = [ids[i] is not None for i in suspects.tolist()]
-    hashes = hashes.view(np.uint64)
-    np.maximum(hashes, 1, out=hashes)  # hash("") == 0; 0 and 1 share a key, like any collision
-    return hashes, valid
+    keys = hashes.view(np.uint64)
+    np.maximum(keys, 1, out=keys)  # hash("") == 0; 0 and 1 share a key, like any collision
+    return keys, valid
 
 
 def _rows_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -183,12 +183,14 @@ class HashTable:
         out = np.empty(h.size, dtype=np.intp)
         self.live += h.size
         idx = np.arange(h.size)
-        b = None if hint is not None else self._home(h)
+        first = hint  # the free cells to try in the first round
+        b = None if first is not None else self._home(h)
         while idx.size > _TAIL:
-            if b is None:  # the first round, with hints
-                cells, hint = hint, None
+            if first is not None:  # the first round, with hints
+                cells, first = first, None
                 has = cells >= 0
             else:
+                assert b is not None  # set before or at the end of the first round
                 free = self.keys.take(b, axis=0) == 0
                 cells = (b << _LOG_B) + free.argmax(axis=1)
                 has = _rows_any(free)

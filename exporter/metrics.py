@@ -26,21 +26,26 @@ _DATA_QUALITY_METRICS = {
     "out_of_range": "mlmon_feature_out_of_range",
     "unexpected": "mlmon_feature_unexpected_category",
 }
-_KINDS: dict[str, type[Metric]] = {
-    "counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def _family(metric: MetricSpec) -> Metric:
-    return _KINDS[metric.kind](metric.name, metric.help, labels=list(metric.labels))
+def _family(metric: MetricSpec) -> Family:
+    labels = list(metric.labels)
+    if metric.kind == "counter":
+        return CounterMetricFamily(metric.name, metric.help, labels=labels)
+    if metric.kind == "histogram":
+        return HistogramMetricFamily(metric.name, metric.help, labels=labels)
+    return GaugeMetricFamily(metric.name, metric.help, labels=labels)
 
 
 def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
     """Per-bucket counts → the cumulative ``(le, count)`` pairs a histogram family takes."""
-    cumulative, out = 0, []
+    cumulative = 0
+    out: list[tuple[str, float]] = []
     for le, count in zip([*bounds, math.inf], counts, strict=True):
         cumulative += count
         out.append(("+Inf" if le == math.inf else repr(float(le)), cumulative))
@@ -51,9 +56,9 @@ class _Families:
     """Creates each family once, from its contract declaration, and keeps families grouped."""
 
     def __init__(self) -> None:
-        self._by_name: dict[str, Metric] = {}
+        self._by_name: dict[str, Family] = {}
 
-    def _get(self, name: str) -> Metric:
+    def _get(self, name: str) -> Family:
         fam = self._by_name.get(name)
         if fam is None:
             fam = self._by_name[name] = _family(spec(name))
@@ -61,11 +66,15 @@ class _Families:
 
     def add(self, name: str, labels: Sequence[str], value: float) -> None:
         """One sample; ``labels`` in the order the contract declares them."""
-        self._get(name).add_metric(list(labels), value)
+        fam = self._get(name)
+        if isinstance(fam, HistogramMetricFamily):
+            raise TypeError(f"{name} is a histogram; use histogram()")
+        fam.add_metric(list(labels), value)
 
     def histogram(self, name: str, labels: Sequence[str], buckets: list[tuple[str, float]], total: float) -> None:
         fam = self._get(name)
-        assert isinstance(fam, HistogramMetricFamily)
+        if not isinstance(fam, HistogramMetricFamily):
+            raise TypeError(f"{name} is a {fam.type}, not a histogram")
         fam.add_metric(list(labels), buckets, total)
 
     def all(self) -> Iterable[Metric]:
@@ -195,15 +204,14 @@ THEMES: tuple[Callable[[Snapshot, _Families], None], ...] = (_traffic, _features
 
 def render(snapshots: Iterable[Snapshot], unattributed: dict[tuple[str, str], int]) -> list[Metric]:
     """Snapshots → families, build info first. Pure: the same snapshots give the same families."""
-    build = _family(spec("mlmon_build_info"))
-    build.add_metric([__version__], 1)
     fams = _Families()
+    fams.add("mlmon_build_info", [__version__], 1)
     for snap in snapshots:
         for theme in THEMES:
             theme(snap, fams)
     for (model, reason), count in sorted(unattributed.items()):
         fams.add("mlmon_ingest_rejected", [model, reason], count)
-    return [build, *fams.all()]
+    return list(fams.all())
 
 
 class MlmonCollector(Collector):

@@ -52,6 +52,15 @@ def methods_for(profile: FeatureProfile) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class _NumericBins:
+    """What only numeric groups have: fine edges, value support and spread per row (Wasserstein)."""
+
+    edges: np.ndarray
+    support: np.ndarray
+    std: np.ndarray
+
+
+@dataclass(frozen=True)
 class _DriftGroup:
     """Features with one bin layout, stacked as rows; baseline side precomputed once."""
 
@@ -62,9 +71,7 @@ class _DriftGroup:
     thresholds: list[dict[str, float]]
     base_fine: np.ndarray
     base_coarse: np.ndarray
-    edges: np.ndarray | None
-    support: np.ndarray | None
-    std: np.ndarray | None
+    numeric: _NumericBins | None
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,7 @@ class ModelMonitor:
         parts: list[np.ndarray] = []
         pred_keys = None if batch.predictions is None else self._prediction_keys(batch.predictions)
         for i, profile in enumerate(self.profiles):
+            column: list[Any] | np.ndarray | None
             if profile.name == PREDICTION:
                 if pred_keys is None:
                     continue
@@ -293,7 +301,7 @@ class ModelMonitor:
         slo_add = self._slo_events(batch, reported)
         if self._window_slos:
             vector[self._slots.slo] = np.ravel([slo_add[slo.name] for slo in self._window_slos])
-        if pred_keys is not None:
+        if pred_keys is not None and batch.predictions is not None:
             self.outcomes.observe(batch.ids, batch.version, pred_keys, self.outcomes.probabilities(batch.predictions),
                                   batch.groups, now)
         classes: Counter[str] = Counter()
@@ -391,7 +399,7 @@ class ModelMonitor:
                 out["quality"] = sum(checks) / len(checks)
         features = [d for d in drifts if d.feature != PREDICTION and d.detected is not None]
         if features:
-            out["drift"] = 1 - sum(d.detected for d in features) / len(features)
+            out["drift"] = 1 - sum(bool(d.detected) for d in features) / len(features)
         records = counts[self._records]
         if records:
             rate = counts[self._slots.data_quality].sum() / (records * max(1, len(self.baseline.features)))
@@ -420,37 +428,41 @@ class ModelMonitor:
             methods = tuple(m for m in methods_for(first) if m in cfg.methods or m in detections)
             base = np.stack([p.fine_counts for p in profiles]).astype(np.float64)
             index = np.stack([np.arange(self.offsets[i], self.offsets[i + 1]) for i in members])
-            numeric = isinstance(first, NumericProfile)
+            numeric = [p for p in profiles if isinstance(p, NumericProfile)]  # all of them or none
             groups.append(_DriftGroup(
                 profiles=profiles, index=index, methods=methods, detections=detections,
                 thresholds=[{m: cfg.threshold_for(p.name, m) for m in methods} for p in profiles],
                 base_fine=base, base_coarse=first.coarse_counts(base) if numeric else base,
-                edges=np.stack([p.edges for p in profiles]) if numeric else None,
-                support=np.array([p.support for p in profiles]).T if numeric else None,
-                std=np.array([p.std for p in profiles]) if numeric else None))
+                numeric=_NumericBins(edges=np.stack([p.edges for p in numeric]),
+                                     support=np.array([p.support for p in numeric]).T,
+                                     std=np.array([p.std for p in numeric])) if numeric else None))
         return groups
 
     def _group_drift(self, g: _DriftGroup, counts: np.ndarray, min_samples: int) -> list[FeatureDrift]:
         current = counts[g.index].astype(np.float64)
         samples = current.sum(axis=1)
-        numeric = g.edges is not None
+        numeric = g.numeric
         coarse = g.profiles[0].coarse_counts(current) if numeric else current
+        # The statistics take stacked rows and return one value per row (a float for a single row).
         scores: dict[str, np.ndarray] = {}
         pvalues: dict[str, np.ndarray] = {}
         for method in g.methods:
             if method == "psi":
-                scores[method] = drift.psi(g.base_coarse, coarse)
+                scores[method] = np.asarray(drift.psi(g.base_coarse, coarse))
             elif method == "js":
-                scores[method] = drift.js_distance(g.base_coarse, coarse)
+                scores[method] = np.asarray(drift.js_distance(g.base_coarse, coarse))
             elif method == "kl":
-                scores[method] = drift.kl_divergence(g.base_coarse, coarse)
+                scores[method] = np.asarray(drift.kl_divergence(g.base_coarse, coarse))
             elif method == "ks":
-                scores[method], pvalues[method] = drift.ks_from_counts(g.base_fine, current)
+                score, p = drift.ks_from_counts(g.base_fine, current)
+                scores[method], pvalues[method] = np.asarray(score), np.asarray(p)
             elif method == "chi2":
-                scores[method], pvalues[method] = drift.chi_square(g.base_fine, current)
-            elif method == "wasserstein" and numeric:
-                lo, hi = g.support
-                scores[method] = drift.wasserstein_from_counts(g.edges, g.base_fine, current, lo, hi, g.std)
+                score, p = drift.chi_square(g.base_fine, current)
+                scores[method], pvalues[method] = np.asarray(score), np.asarray(p)
+            elif method == "wasserstein" and numeric is not None:
+                lo, hi = numeric.support
+                scores[method] = np.asarray(drift.wasserstein_from_counts(
+                    numeric.edges, g.base_fine, current, lo, hi, numeric.std))
         out = []
         for r, profile in enumerate(g.profiles):
             n, detection, thresholds = int(samples[r]), g.detections[r], g.thresholds[r]

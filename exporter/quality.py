@@ -42,9 +42,9 @@ def numeric_values(column: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if set(map(type, column)) <= _NUMBER_TYPES:
         try:
             values = np.asarray(column, dtype=np.float64)
-        except OverflowError:  # an int beyond float range
-            values = None
-        if values is not None:
+        except OverflowError:  # an int beyond float range: checked value by value below
+            pass
+        else:
             return values, ~np.isfinite(values), np.zeros(values.size, dtype=bool)
     values = np.full(len(column), np.nan)
     wrong = np.zeros(len(column), dtype=bool)
