@@ -30,8 +30,8 @@ between ``TAIL_FROM`` and ``TAIL_FIT_TOP``; for the sup of a Gaussian process th
 tail, and the fit is anchored where the simulation is accurate.
 
 The relevance floor turns "certain" into "certain and not negligible": a threshold is never below
-the method's minimum effect size (``MIN_EFFECT``; for chi-square Cohen's w, so the floor on the
-statistic is n_eff * w^2).
+the method's minimum effect size (``config.DEFAULT_MIN_EFFECT``, overridable per feature; for
+chi-square Cohen's w, so the floor on the statistic is n_eff * w^2).
 """
 
 from __future__ import annotations
@@ -50,17 +50,6 @@ SEED = 8_675_309
 TAIL_FROM = 2e-3
 TAIL_FIT_TOP = 5e-2
 _SURVIVAL_GRID = np.geomspace(0.5, TAIL_FROM, 40)
-
-MIN_EFFECT: dict[str, float] = {
-    "ks": 0.02,           # D: about a 0.05-sigma mean shift of a normal feature
-    "wasserstein": 0.05,  # W in robust-sigma units: a 0.05-sigma mean shift
-    "chi2": 0.05,         # Cohen's w; a 0.05 share change always has w >= 0.1
-    "psi": 0.0025,        # PSI ~ w^2
-    "kl": 0.00125,        # KL ~ w^2 / 2
-    "js": 0.02,           # JS distance ~ w / sqrt(8 ln 2)
-}
-"""Default relevance floors, in each method's own units (README "Drift detection")."""
-
 
 @dataclass(frozen=True)
 class NullQuantiles:
@@ -143,13 +132,13 @@ def stephens_root(n_eff: np.ndarray) -> np.ndarray:
     return root + 0.12 + 0.11 / root
 
 
-def chi2_critical(alpha: float, dof: np.ndarray | float) -> np.ndarray:
+def chi2_critical(alpha: float | np.ndarray, dof: np.ndarray | float) -> np.ndarray:
     """The chi-square statistic exceeded with probability alpha at ``dof`` degrees of freedom."""
-    dof = np.maximum(np.asarray(dof, dtype=np.float64), 1.0)
-    return special.chdtri(dof, alpha)
+    return np.asarray(special.chdtri(np.maximum(np.asarray(dof, dtype=np.float64), 1.0), alpha))
 
 
-def coarse_threshold(method: str, alpha: float, dof: np.ndarray | float, n_eff: np.ndarray) -> np.ndarray:
+def coarse_threshold(method: str, alpha: float | np.ndarray, dof: np.ndarray | float,
+                     n_eff: np.ndarray | float) -> np.ndarray:
     """Null quantile of PSI, KL or JS on coarse bins from the chi-square limit of the same table."""
     x2 = chi2_critical(alpha, dof) / np.maximum(n_eff, 1e-12)
     if method == "psi":

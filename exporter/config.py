@@ -11,11 +11,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
-
-from exporter.calibration import MIN_EFFECT
 
 DRIFT_METHODS = ("psi", "js", "kl", "ks", "wasserstein", "chi2")
 PVALUE_METHODS = frozenset({"chi2"})
@@ -28,6 +26,16 @@ DEFAULT_DETECTION = {"numeric": "ks", "categorical": "chi2"}
 DEFAULT_FALSE_ALARM_RATE = 1e-5
 """Per feature and evaluation, over the full and the recent window together (README "Drift detection")."""
 DEFAULT_RECENT_WINDOW_SECONDS = 300.0
+DEFAULT_MIN_EFFECT: dict[str, float] = {
+    "ks": 0.02,           # D: about a 0.05-sigma mean shift of a normal feature
+    "wasserstein": 0.05,  # W in robust-sigma units: a 0.05-sigma mean shift
+    "chi2": 0.05,         # Cohen's w; a 0.05 share change always has w >= 0.1
+    "psi": 0.0025,        # PSI ~ w^2
+    "kl": 0.00125,        # KL ~ w^2 / 2
+    "js": 0.02,           # JS distance ~ w / sqrt(8 ln 2)
+}
+"""Default relevance floors, in each method's own units (README "Drift detection")."""
+
 DEFAULT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1"})
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape"})
@@ -89,7 +97,7 @@ class DriftConfig:
     methods: tuple[str, ...] = DRIFT_METHODS
     detection: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DETECTION))
     thresholds: dict[str, float | None] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
-    min_effect: dict[str, float] = field(default_factory=lambda: dict(MIN_EFFECT))
+    min_effect: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_EFFECT))
     false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
     recent_window_seconds: float = DEFAULT_RECENT_WINDOW_SECONDS
     export_bins: bool = True
@@ -111,7 +119,7 @@ class DriftConfig:
         own = self.features.get(feature)
         if own and method in own.min_effect:
             return own.min_effect[method]
-        return self.min_effect.get(method, MIN_EFFECT[method])
+        return self.min_effect.get(method, DEFAULT_MIN_EFFECT[method])
 
     def false_alarm_rate_for(self, feature: str) -> float:
         own = self.features.get(feature)
@@ -264,6 +272,14 @@ class _Reader:
             self.fail(f"{path}.{key}", "must be below 1 (an objective of 100% leaves no error budget)")
         return value
 
+    @overload
+    def string(self, node: dict[str, Any], key: str, path: str, default: str,
+               choices: tuple[str, ...] | None = None) -> str: ...
+
+    @overload
+    def string(self, node: dict[str, Any], key: str, path: str, default: None = None,
+               choices: tuple[str, ...] | None = None) -> str | None: ...
+
     def string(self, node: dict[str, Any], key: str, path: str, default: str | None = None,
                choices: tuple[str, ...] | None = None) -> str | None:
         if key not in node:
@@ -322,7 +338,7 @@ def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float | None]:
 
 def _min_effect(r: _Reader, node: Any, path: str) -> dict[str, float]:
     node = r.mapping(node, path, set(DRIFT_METHODS))
-    return {m: r.number(node, m, path, MIN_EFFECT[m], positive=False) for m in node if m in DRIFT_METHODS}
+    return {m: r.number(node, m, path, DEFAULT_MIN_EFFECT[m], positive=False) for m in node if m in DRIFT_METHODS}
 
 
 def _false_alarm_rate(r: _Reader, node: dict[str, Any], path: str, default: float | None) -> float | None:
@@ -344,7 +360,7 @@ def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
     if not isinstance(export_bins, bool):
         r.fail(f"{path}.export_bins", "must be true or false")
         export_bins = True
-    methods = DRIFT_METHODS
+    methods: tuple[str, ...] = DRIFT_METHODS
     if "methods" in node:
         listed = r.string_list(node, "methods", path)
         for i, m in enumerate(listed):
@@ -373,7 +389,7 @@ def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
         )
     return DriftConfig(
         methods=methods, detection=detection, thresholds=thresholds,
-        min_effect={**MIN_EFFECT, **_min_effect(r, node.get("min_effect"), f"{path}.min_effect")},
+        min_effect={**DEFAULT_MIN_EFFECT, **_min_effect(r, node.get("min_effect"), f"{path}.min_effect")},
         false_alarm_rate=_false_alarm_rate(r, node, path, DEFAULT_FALSE_ALARM_RATE) or DEFAULT_FALSE_ALARM_RATE,
         recent_window_seconds=_recent_window(r, node, path), export_bins=export_bins,
         features=features)

@@ -21,8 +21,8 @@ class BucketRing:
             raise ValueError("width and n_buckets must be >= 1 and bucket_seconds > 0")
         self.bucket_seconds = float(bucket_seconds)
         self.n_buckets = n_buckets
-        self._buckets = np.zeros((n_buckets, width), dtype=dtype)
-        self._total = np.zeros(width, dtype=dtype)
+        self._buckets: np.ndarray = np.zeros((n_buckets, width), dtype=dtype)
+        self._total: np.ndarray = np.zeros(width, dtype=dtype)
         self._epoch = self._epoch_of(now)
 
     @property

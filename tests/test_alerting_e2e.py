@@ -45,6 +45,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from helpers import read_samples
 from stack import (
     ROOT,
     Alertmanager,
@@ -449,8 +450,7 @@ def test_every_rule_is_healthy(stack: Stack):
         # The health above is the last evaluation's; Prometheus's own counter covers every evaluation
         # since start, so an error that comes and goes with the data is caught too.
         own = requests.get(f"{stack.prom.url}/metrics", timeout=10).text
-        failures = {m.group(1): float(m.group(2)) for m in
-                    re.finditer(r'^prometheus_rule_evaluation_failures_total\{rule_group="([^"]*)"\} (\S+)$',
-                                own, re.M)}
+        failures = {labels["rule_group"]: value for name, labels, value in read_samples(own)
+                    if name == "prometheus_rule_evaluation_failures_total"}
         assert failures, "prometheus_rule_evaluation_failures_total not found"
         assert not {g: n for g, n in failures.items() if n}, f"rule evaluation failures: {failures}"

@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import training_frame
+from helpers import training_frame
 
-from exporter.baseline import OTHER, BaselineError, build_baseline, load_baseline
+from exporter.baseline import build_baseline
 from exporter.cli import main
+from exporter.profile import OTHER, BaselineError, load_baseline
 
 
 def test_profiles_follow_the_data(small_baseline):

@@ -15,7 +15,7 @@ from scipy import stats
 from exporter import calibration, drift
 from exporter.baseline import build_baseline, numeric_profile
 from exporter.batch import Batch
-from exporter.config import DriftConfig, ModelConfig, WindowConfig
+from exporter.config import DEFAULT_MIN_EFFECT, DriftConfig, ModelConfig, WindowConfig
 from exporter.monitor import ModelMonitor
 
 N = 100_000
@@ -157,7 +157,7 @@ def test_relevance_floor_hides_a_certain_but_negligible_change():
     cur = np.diff(np.concatenate(([0.0], shifted_at, [1.0]))) * 1e6
     d, p = drift.ks_from_counts(big, cur)
     assert p < 1e-6  # statistically certain ...
-    assert d < calibration.MIN_EFFECT["ks"]  # ... but below the floor, so never flagged
+    assert d < DEFAULT_MIN_EFFECT["ks"]  # ... but below the floor, so never flagged
 
 
 def test_thresholds_fall_with_n_and_fixed_thresholds_keep_working():
@@ -168,7 +168,7 @@ def test_thresholds_fall_with_n_and_fixed_thresholds_keep_working():
         mon = _monitor(train)
         _ingest(mon, pd.DataFrame({"x": rng.normal(size=n)}))
         seen.append(mon.evaluate().features[0].thresholds["ks"])
-    assert seen[0] > seen[1] > seen[2] >= calibration.MIN_EFFECT["ks"]
+    assert seen[0] > seen[1] > seen[2] >= DEFAULT_MIN_EFFECT["ks"]
     fixed = _monitor(train, thresholds={"ks": 0.3})
     _ingest(fixed, pd.DataFrame({"x": rng.normal(size=300)}))
     assert fixed.evaluate().features[0].thresholds == {"ks": 0.3}

@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import make_config, require_tool, serve, shop_model
-from test_server import rows
+from helpers import make_config, require_tool, rows, serve, shop_model
 
 from exporter.config import DriftConfig
 from exporter.service import Service

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import LiveServer
+from helpers import LiveServer
 from stack import prometheus, rules_with_short_for, wait_until
 
 from exporter import drift

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import Clock
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
@@ -13,14 +14,6 @@ from exporter.baseline import build_baseline
 from exporter.batch import Batch
 from exporter.config import DriftConfig, ModelConfig, WindowConfig
 from exporter.monitor import ModelMonitor, MonitorError
-
-
-class Clock:
-    def __init__(self, t: float = 1_000_000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def columnar(df: pd.DataFrame, version: str = "v1") -> Batch:

@@ -6,9 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, serve
+from helpers import Clock, make_config, metric, serve
 from sklearn import metrics as skm
-from test_server import metric
 
 from exporter.baseline import build_baseline
 from exporter.batch import Batch
@@ -23,14 +22,6 @@ from exporter.config import (
 from exporter.monitor import ModelMonitor
 from exporter.outcomes import LABEL_DELAY_BUCKETS
 from exporter.service import Service
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def classifier(clock: Clock | None = None, **cfg: object) -> ModelMonitor:
