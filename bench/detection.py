@@ -41,7 +41,7 @@ from exporter import calibration, drift
 from exporter.baseline import Baseline, build_baseline
 from exporter.batch import Batch
 from exporter.config import DriftConfig, ModelConfig, WindowConfig
-from exporter.monitor import ModelMonitor
+from exporter.monitor import RECENT_SHARE, ModelMonitor
 
 N = 100_000
 NS = (200, 500, 1_000, 5_000, 50_000)
@@ -226,7 +226,8 @@ def delays(streams: int) -> None:
             profile = baseline.features["x"]
             base_coarse = profile.coarse_counts(profile.fine_counts).astype(np.float64)
             dof = max(int((base_coarse > 0).sum()) - 1, 1)
-            critical = float(calibration.chi2_critical(1e-5 / 2, dof))
+            critical = [float(calibration.chi2_critical(1e-5 * share, dof))
+                        for share in (1 - RECENT_SHARE, RECENT_SHARE)]
             steps_1h, steps_5m = deque(maxlen=3_600 // step), deque(maxlen=300 // step)
             detector = ADWIN(delta=0.002)
             t, t_flag, t_alert, t_adwin, held_since = 0.0, None, None, None, None
@@ -249,8 +250,8 @@ def delays(streams: int) -> None:
                     continue
                 if t_flag is None and mon.evaluate(now=t).features[0].detected:
                     t_flag = t - warmup
-                fleet = any(_fleet_detected(base_coarse, np.sum(w, axis=0), critical, 0.05)
-                            for w in (steps_1h, steps_5m))
+                fleet = any(_fleet_detected(base_coarse, np.sum(w, axis=0), c, 0.05)
+                            for w, c in ((steps_1h, critical[0]), (steps_5m, critical[1])))
                 held_since = (held_since if held_since is not None else t) if fleet else None
                 if t_alert is None and held_since is not None and t - held_since >= 120:
                     t_alert = t - warmup + 2 * step  # plus one scrape and one rule evaluation
@@ -297,13 +298,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 windows per cell and 5 delay streams")
     parser.add_argument("--windows", type=int, default=500)
     parser.add_argument("--power-windows", type=int, default=200)
-    parser.add_argument("--per-baseline", type=int, default=50)
+    parser.add_argument("--per-baseline", type=int, default=10)
     parser.add_argument("--streams", type=int, default=15)
     parser.add_argument("--hours", type=int, default=48, help="length of the drift-free stream for pages")
     parser.add_argument("--skip", default="", help="comma-separated sections to skip: fa,power,delay,pages")
     args = parser.parse_args()
     if args.quick:
-        args.windows, args.power_windows, args.per_baseline, args.streams, args.hours = 100, 100, 25, 5, 6
+        args.windows, args.power_windows, args.per_baseline, args.streams, args.hours = 100, 100, 10, 5, 6
     _common.print_machine()
     started = time.perf_counter()
     skip = set(args.skip.split(","))

@@ -41,6 +41,11 @@ QUALITY_CHECKS = ("missing", "type_errors", "out_of_range", "unexpected")
 MAX_CLASSES = 100
 """Cap on distinct predicted-class label values when the baseline does not fix the classes."""
 MAX_UNKNOWN_NAMES = 50
+RECENT_SHARE = 0.1
+"""Share of the false-alarm rate spent on the recent window when both windows are tested. A clear
+shift crosses the recent window's threshold fast whatever its share (the threshold grows only with
+sqrt(log 1/alpha)); the full window keeps 90 %, so its power stays within a point of a test that
+spends the whole rate on it (bench/detection.py)."""
 HEALTH_WEIGHTS = {"quality": 0.4, "drift": 0.3, "data_quality": 0.15, "slo": 0.15}
 
 
@@ -79,11 +84,10 @@ class _DriftGroup:
     min_effect: np.ndarray
     alpha: np.ndarray
     """Per row: the false-alarm rate per evaluation, spent on the full window alone when the recent
-    window is below min_samples, else split in half between the two (Bonferroni)."""
-    alpha_split: np.ndarray
-    null_alone: np.ndarray
-    """Per row: the null quantile of sqrt(n_eff) * statistic at alpha (KS, Wasserstein), else NaN."""
-    null_split: np.ndarray
+    window is below min_samples, else split between the two (Bonferroni, ``RECENT_SHARE``)."""
+    null: dict[str, np.ndarray]
+    """Per row, by budget (``alone``, ``full``, ``recent``): the null quantile of sqrt(n_eff) * statistic
+    at that share of alpha (KS, Wasserstein), else NaN."""
     fleet_critical: np.ndarray
     """Per row: chi-square critical values on the exported coarse bins, (rows, 2) for (full, recent)."""
     fleet_min_effect: np.ndarray
@@ -456,7 +460,7 @@ class ModelMonitor:
             layout = (p.kind, p.n_bins, tuple(p.coarse_starts.tolist()) if isinstance(p, NumericProfile) else ())
             by_layout.setdefault(layout, []).append(i)
         cfg = self.config.drift
-        split = 2.0 if self._recent_buckets else 1.0
+        share = {"alone": 1.0, "full": 1.0 - RECENT_SHARE, "recent": RECENT_SHARE}
         groups = []
         for members in by_layout.values():
             profiles = [self.profiles[i] for i in members]
@@ -469,7 +473,7 @@ class ModelMonitor:
             coarse = first.coarse_counts(base) if numeric else base
             fixed = [cfg.threshold_for(p.name, m) for p, m in zip(profiles, detections, strict=True)]
             alpha = np.array([cfg.false_alarm_rate_for(p.name) for p in profiles])
-            nulls = [self._null(p, m, base[r], (alpha[r], alpha[r] / split))
+            nulls = [self._null(p, m, base[r], [alpha[r] * share[k] for k in share])
                      for r, (p, m) in enumerate(zip(profiles, detections, strict=True))]
             coarse_dof = np.maximum((coarse > 0).sum(axis=1) - 1, 1)
             groups.append(_DriftGroup(
@@ -480,18 +484,17 @@ class ModelMonitor:
                                      scale=np.array([p.robust_scale for p in numeric])) if numeric else None,
                 coarse_dof=coarse_dof, fixed=np.array([np.nan if f is None else f for f in fixed]),
                 min_effect=np.array([cfg.min_effect_for(p.name, m) for p, m in zip(profiles, detections, strict=True)]),
-                alpha=alpha, alpha_split=alpha / split,
-                null_alone=np.array([n[0] for n in nulls]), null_split=np.array([n[1] for n in nulls]),
-                fleet_critical=np.stack([calibration.chi2_critical(alpha / split, coarse_dof),
-                                         calibration.chi2_critical(alpha / split, coarse_dof)], axis=1),
+                alpha=alpha, null={k: np.array([n[j] for n in nulls]) for j, k in enumerate(share)},
+                fleet_critical=np.stack([calibration.chi2_critical(alpha * share["full"], coarse_dof),
+                                         calibration.chi2_critical(alpha * share["recent"], coarse_dof)], axis=1),
                 fleet_min_effect=np.array([cfg.min_effect_for(p.name, "chi2") for p in profiles])))
         return groups
 
     def _null(self, profile: FeatureProfile, method: str, base: np.ndarray,
-              alphas: tuple[float, float]) -> tuple[float, float]:
+              alphas: list[float]) -> list[float]:
         """Null quantiles of sqrt(n_eff) * statistic for methods calibrated by simulation; NaN otherwise."""
         if self.config.drift.threshold_for(profile.name, method) is not None:
-            return (math.nan, math.nan)
+            return [math.nan] * len(alphas)
         if method == "ks":
             null = calibration.ks_null(base)
         elif method == "wasserstein" and isinstance(profile, NumericProfile):
@@ -499,8 +502,8 @@ class ModelMonitor:
             bounds = np.clip(np.concatenate(([lo], profile.edges, [hi])), lo, hi)
             null = calibration.wasserstein_null(base, np.diff(bounds), profile.robust_scale)
         else:
-            return (math.nan, math.nan)
-        return null.quantile(alphas[0]), null.quantile(alphas[1])
+            return [math.nan] * len(alphas)
+        return [null.quantile(a) for a in alphas]
 
     def _scores(self, g: _DriftGroup, current: np.ndarray,
                 methods: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -527,7 +530,8 @@ class ModelMonitor:
                     numeric.edges, g.base_fine, current, lo, hi, numeric.scale))
         return scores, pvalues
 
-    def _thresholds(self, g: _DriftGroup, current: np.ndarray, n: np.ndarray, split: np.ndarray) -> np.ndarray:
+    def _thresholds(self, g: _DriftGroup, current: np.ndarray, n: np.ndarray, split: np.ndarray,
+                    window: str) -> np.ndarray:
         """The threshold in force per row for its detection method at the window's n.
 
         ``auto``: the null quantile at this n, raised to the relevance floor. Fixed: as configured
@@ -535,8 +539,9 @@ class ModelMonitor:
         ``score > threshold``).
         """
         n_eff = calibration.effective_n(n, g.base_n)
-        alpha = np.where(split, g.alpha_split, g.alpha)
-        null = np.where(split, g.null_split, g.null_alone)
+        share = (1.0 - RECENT_SHARE) if window == "full" else RECENT_SHARE
+        alpha = np.where(split, g.alpha * share, g.alpha)
+        null = np.where(split, g.null[window], g.null["alone"])
         out = np.full(n.shape, np.nan)
         chi_dof = None
         for r, method in enumerate(g.detections):
@@ -576,8 +581,8 @@ class ModelMonitor:
         both = (r_samples >= min_samples) & (samples >= min_samples)
         if recent_counts is not None and (r_samples >= min_samples).any():
             r_scores, _ = self._scores(g, recent, tuple(sorted(set(g.detections))))
-            r_thresholds = self._thresholds(g, recent, r_samples, both)
-        thresholds = self._thresholds(g, current, samples, both)
+            r_thresholds = self._thresholds(g, recent, r_samples, both, "recent")
+        thresholds = self._thresholds(g, current, samples, both, "full")
         out = []
         for r, profile in enumerate(g.profiles):
             n, detection = int(samples[r]), g.detections[r]
