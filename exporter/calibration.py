@@ -36,6 +36,7 @@ chi-square Cohen's w, so the floor on the statistic is n_eff * w^2).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -104,10 +105,25 @@ def bridge_at(shares: np.ndarray, draws: int = DRAWS, seed: int = SEED) -> np.nd
 
 
 def ks_null(shares: np.ndarray) -> NullQuantiles:
-    """Null of sqrt(n_eff) * D for KS over bins with these baseline shares."""
-    bridge = bridge_at(shares)
-    if bridge.shape[1] == 0:
+    """Null of sqrt(n_eff) * D for KS over bins with these baseline shares.
+
+    The null depends only on the cumulative shares at the boundaries, rounded here to 1e-3 (far
+    below what moves a quantile): features binned at their own quantiles share one grid, so a model
+    with many numeric features simulates it once (``_ks_null_on_grid`` is cached). The result is a
+    function of the baseline alone, so every replica computes the same thresholds.
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    total = shares.sum()
+    cumulative = np.cumsum(shares)[:-1] / total if total > 0 else np.zeros(max(shares.size - 1, 0))
+    return _ks_null_on_grid(tuple(np.round(cumulative, 3).tolist()))
+
+
+@functools.lru_cache(maxsize=256)
+def _ks_null_on_grid(grid: tuple[float, ...]) -> NullQuantiles:
+    if not grid:
         return NullQuantiles(_SURVIVAL_GRID, np.zeros_like(_SURVIVAL_GRID), 0.0, 0.0)
+    t = np.array([0.0, *grid, 1.0])
+    bridge = bridge_at(np.maximum(np.diff(t), 0.0))
     return _quantiles(np.abs(bridge).max(axis=1))
 
 
