@@ -536,36 +536,36 @@ class ModelMonitor:
 
         ``auto``: the null quantile at this n, raised to the relevance floor. Fixed: as configured
         (for chi2 a p-value, turned into the statistic it corresponds to, so every method compares
-        ``score > threshold``).
+        ``score > threshold``). Vectorised per method: an evaluation runs this for every group twice.
         """
         n_eff = calibration.effective_n(n, g.base_n)
         share = (1.0 - RECENT_SHARE) if window == "full" else RECENT_SHARE
         alpha = np.where(split, g.alpha * share, g.alpha)
         null = np.where(split, g.null[window], g.null["alone"])
-        out = np.full(n.shape, np.nan)
-        chi_dof = None
-        for r, method in enumerate(g.detections):
-            fixed = g.fixed[r]
+        auto = ~np.isfinite(g.fixed)
+        thr = g.fixed.copy()
+        floor = g.min_effect.copy()
+        methods = np.asarray(g.detections)
+        for method in set(g.detections):
+            rows = methods == method
             if method == "chi2":
-                if chi_dof is None:
-                    chi_dof = np.asarray(drift.chi_square_dof(g.base_fine, current))
-                p = fixed if np.isfinite(fixed) else alpha[r]
-                thr = float(calibration.chi2_critical(p, chi_dof[r]))
-                floor = n_eff[r] * g.min_effect[r] ** 2
-            elif np.isfinite(fixed):
-                out[r] = fixed
-                continue
-            elif method == "ks":
-                thr = null[r] / float(calibration.stephens_root(n_eff[r]))
-                floor = g.min_effect[r]
-            elif method == "wasserstein":
-                thr = null[r] / math.sqrt(max(n_eff[r], 1e-12))
-                floor = g.min_effect[r]
+                dof = np.asarray(drift.chi_square_dof(g.base_fine[rows], current[rows]))
+                thr[rows] = calibration.chi2_critical(np.where(auto[rows], alpha[rows], g.fixed[rows]), dof)
+                floor[rows] = n_eff[rows] * g.min_effect[rows] ** 2
+                auto_here = rows
             else:
-                thr = float(calibration.coarse_threshold(method, alpha[r], g.coarse_dof[r], n_eff[r]))
-                floor = g.min_effect[r]
-            out[r] = thr if np.isfinite(fixed) else max(thr, floor)
-        return out
+                auto_here = rows & auto
+                if method == "ks":
+                    thr[auto_here] = null[auto_here] / calibration.stephens_root(n_eff[auto_here])
+                elif method == "wasserstein":
+                    thr[auto_here] = null[auto_here] / np.sqrt(np.maximum(n_eff[auto_here], 1e-12))
+                else:
+                    thr[auto_here] = calibration.coarse_threshold(method, alpha[auto_here], g.coarse_dof[auto_here],
+                                                                  n_eff[auto_here])
+            # The floor applies to auto thresholds only; a fixed one is what the user asked for.
+            floor_here = auto_here & auto
+            thr[floor_here] = np.maximum(thr[floor_here], floor[floor_here])
+        return thr
 
     def _group_drift(self, g: _DriftGroup, counts: np.ndarray, recent_counts: np.ndarray | None,
                      min_samples: int) -> list[FeatureDrift]:
