@@ -8,6 +8,7 @@ and the demo only).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -253,6 +254,14 @@ def baseline_from_json(data: Any, source: str = "baseline") -> Baseline:
         raise BaselineError(f"{source}: features: must be a non-empty mapping")
     features = {name: _load_profile(name, node, f"features.{name}") for name, node in feats.items()}
     pred = data.get("prediction")
+    older = sorted(name for name, node in feats.items()
+                   if isinstance(node, dict) and node.get("kind") == "numeric"
+                   and len(node.get("edges", ())) + 1 != features[name].n_bins)
+    if older:
+        logging.getLogger(__name__).info(
+            "%s: built by an older mlmon: numeric features %s gain an empty bin below the training minimum and "
+            "one above the maximum on load (drift works as with a new baseline); rebuild it with `mlmon baseline` "
+            "to store them", source, ", ".join(older))
     return Baseline(
         model=str(data.get("model", "")), task=str(data.get("task", "classification")), features=features,
         prediction=_load_profile(PREDICTION, pred, "prediction") if pred else None,

@@ -172,3 +172,24 @@ def test_thresholds_fall_with_n_and_fixed_thresholds_keep_working():
     fixed = _monitor(train, thresholds={"ks": 0.3})
     _ingest(fixed, pd.DataFrame({"x": rng.normal(size=300)}))
     assert fixed.evaluate().features[0].thresholds == {"ks": 0.3}
+
+
+def test_an_older_baseline_file_gains_the_outer_bins_on_load(caplog):
+    """Files written before the outer bins existed keep loading, drift works, and the log says so."""
+    import logging
+
+    from exporter.profile import baseline_from_json
+
+    rng = np.random.default_rng(9)
+    new = build_baseline(pd.DataFrame({"x": rng.normal(size=5_000), "flag": np.full(5_000, 2.0)}), "m")
+    old = new.to_json()
+    for node in old["features"].values():  # what an older mlmon wrote: no outer bins
+        node["edges"], node["fine_counts"] = node["edges"][1:-1], node["fine_counts"][1:-1]
+        node["coarse_starts"] = [0, *[s - 1 for s in node["coarse_starts"][2:-1]]]
+    with caplog.at_level(logging.INFO, logger="exporter.profile"):
+        loaded = baseline_from_json(old, "old.baseline.json")
+    assert "built by an older mlmon" in caplog.text and "rebuild it with `mlmon baseline`" in caplog.text
+    for name, profile in loaded.features.items():
+        np.testing.assert_array_equal(profile.edges, new.features[name].edges)
+        np.testing.assert_array_equal(profile.fine_counts, new.features[name].fine_counts)
+        np.testing.assert_array_equal(profile.coarse_starts, new.features[name].coarse_starts)
