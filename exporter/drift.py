@@ -43,6 +43,7 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 __all__ = [
+    "CHI2_MIN_EXPECTED",
     "EPS",
     "chi_square",
     "chi_square_dof",
@@ -58,6 +59,10 @@ EPS: float = 1e-4
 """Floor for proportions in PSI, KL and chi-square expected shares (see the module docstring)."""
 
 _NAN = float("nan")
+
+CHI2_MIN_EXPECTED = 5.0
+"""Expected window count below which the monitor pools a category into one column for chi-square
+(the textbook rule of thumb; see ``_homogeneity_table``)."""
 
 Score = float | np.ndarray
 """A Python float for 1-D input, a float64 array of length ``rows`` for 2-D input."""
@@ -201,7 +206,26 @@ def ks_from_counts(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tup
     return x.out(d), x.out(p)
 
 
-def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tuple[Score, Score]:
+def _homogeneity_table(x: _Counts, min_expected: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(window, baseline, used) columns of the 2 × k table the chi-square test runs on.
+
+    Bins empty on both sides are not categories. With ``min_expected`` > 0, the bins whose expected
+    window count n (c + b) / (n + N) is below it are pooled into one extra column: the classic rule
+    that keeps Pearson's statistic close to its chi-square limit when a window is small against many
+    categories (30 Zipf categories at n = 200 leave most of them with under one expected record).
+    """
+    used = (x.c + x.b) > 0
+    if not min_expected > 0:
+        return x.c, x.b, used
+    rare = used & (x.nc * (x.c + x.b) / (x.nc + x.nb) < min_expected)
+    keep = used & ~rare
+    c = np.concatenate([np.where(keep, x.c, 0.0), (x.c * rare).sum(axis=1, keepdims=True)], axis=1)
+    b = np.concatenate([np.where(keep, x.b, 0.0), (x.b * rare).sum(axis=1, keepdims=True)], axis=1)
+    return c, b, np.concatenate([keep, rare.any(axis=1, keepdims=True)], axis=1)
+
+
+def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike,
+               min_expected: float = 0.0) -> tuple[Score, Score]:
     """Pearson chi-square test of homogeneity between the window and the baseline (a 2 × k table).
 
     The baseline is itself a sample, so the test is two-sample: with n window and N baseline records
@@ -209,14 +233,15 @@ def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tuple[S
     hold at least one record on either side, with (that many bins - 1) degrees of freedom. A bin empty
     on both sides (a top-K slot or ``__other__`` that nobody used) is not a category and adds neither
     statistic nor a degree of freedom; no epsilon is involved. It equals
-    ``scipy.stats.chi2_contingency([current, baseline], correction=False)`` on the non-empty columns.
+    ``scipy.stats.chi2_contingency([current, baseline], correction=False)`` on the non-empty columns
+    (after pooling the rare ones, see ``_homogeneity_table``, when ``min_expected`` is set).
     With fewer than two non-empty bins there is nothing to compare: statistic 0 and p-value NaN.
     The p-value is ``chdtrc`` (what ``scipy.stats.chi2.sf`` calls), per row.
     """
     x = _Counts(baseline_counts, current_counts)
-    pooled = x.c + x.b
-    used = pooled > 0
-    terms = (x.c * x.nb - x.nc * x.b) ** 2 / np.where(used, pooled, 1.0)
+    c, b, used = _homogeneity_table(x, min_expected)
+    pooled = c + b
+    terms = (c * x.nb - x.nc * b) ** 2 / np.where(used, pooled, 1.0)
     stat = terms.sum(axis=1) / (x.nc * x.nb).ravel()
     dof = used.sum(axis=1) - 1
     with np.errstate(invalid="ignore"):
@@ -224,10 +249,10 @@ def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tuple[S
     return x.out(stat), x.out(p)
 
 
-def chi_square_dof(baseline_counts: ArrayLike, current_counts: ArrayLike) -> Score:
-    """Degrees of freedom ``chi_square`` used: non-empty bins (either side) minus one."""
+def chi_square_dof(baseline_counts: ArrayLike, current_counts: ArrayLike, min_expected: float = 0.0) -> Score:
+    """Degrees of freedom ``chi_square`` uses with the same arguments: used columns minus one."""
     x = _Counts(baseline_counts, current_counts)
-    return x.out(((x.c + x.b) > 0).sum(axis=1).astype(np.float64) - 1.0)
+    return x.out(_homogeneity_table(x, min_expected)[2].sum(axis=1).astype(np.float64) - 1.0)
 
 
 def _per_row(name: str, value: ArrayLike, rows: int) -> np.ndarray:

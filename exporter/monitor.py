@@ -522,7 +522,7 @@ class ModelMonitor:
                 score, p = drift.ks_from_counts(g.base_fine, current)
                 scores[method], pvalues[method] = np.asarray(score), np.asarray(p)
             elif method == "chi2":
-                score, p = drift.chi_square(g.base_fine, current)
+                score, p = drift.chi_square(g.base_fine, current, drift.CHI2_MIN_EXPECTED)
                 scores[method], pvalues[method] = np.asarray(score), np.asarray(p)
             elif method == "wasserstein" and numeric is not None:
                 lo, hi = numeric.support
@@ -549,7 +549,7 @@ class ModelMonitor:
         for method in set(g.detections):
             rows = methods == method
             if method == "chi2":
-                dof = np.asarray(drift.chi_square_dof(g.base_fine[rows], current[rows]))
+                dof = np.asarray(drift.chi_square_dof(g.base_fine[rows], current[rows], drift.CHI2_MIN_EXPECTED))
                 thr[rows] = calibration.chi2_critical(np.where(auto[rows], alpha[rows], g.fixed[rows]), dof)
                 floor[rows] = n_eff[rows] * g.min_effect[rows] ** 2
                 auto_here = rows

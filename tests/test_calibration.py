@@ -43,14 +43,27 @@ def test_ks_null_of_a_two_bin_feature_is_the_normal_quantile():
 @pytest.mark.parametrize("shares", [np.array([0.5, 0.3, 0.2]), ZIPF30], ids=["3 categories", "zipf 30"])
 @pytest.mark.parametrize("n", [200, 5_000, 200_000])
 def test_chi_square_pvalues_are_uniform_under_the_null(shares, n):
-    """Traffic in the training proportions, baseline of N = 100,000: 1,000 p-values, KS test p > 0.01.
+    """Traffic in the training proportions, baseline of N = 100,000: 1,000 p-values, KS test p > 0.01,
+    as the monitor computes them (categories expecting under 5 window records pooled).
 
     An extra slot empty on both sides (an unused ``__other__``) must not change anything."""
     rng = np.random.default_rng(n + shares.size)
     b = np.column_stack([rng.multinomial(N, shares, size=1_000), np.zeros(1_000)])
     c = np.column_stack([rng.multinomial(n, shares, size=1_000), np.zeros(1_000)])
-    _, p = drift.chi_square(b, c)
+    _, p = drift.chi_square(b, c, drift.CHI2_MIN_EXPECTED)
     assert stats.kstest(p, "uniform").pvalue > 0.01
+
+
+def test_chi_square_pools_rare_categories_into_one_column_as_scipy_would_see_them():
+    b = np.array([5_000, 3_000, 1_000, 150, 100, 50, 0])
+    # n = 200 against N = 9,300: expected window counts 200 (c + b) / 9,500 are 108, 64, 21, 3.2, 2.2
+    # and 1.1: the last three are pooled; the empty slot is not a category.
+    c = np.array([110, 60, 20, 4, 3, 3, 0])
+    stat, p = drift.chi_square(b, c, 5.0)
+    table = np.array([[110, 60, 20, 4 + 3 + 3], [5_000, 3_000, 1_000, 150 + 100 + 50]])
+    ref = stats.chi2_contingency(table, correction=False)
+    assert stat == pytest.approx(ref.statistic, rel=1e-12) and p == pytest.approx(ref.pvalue, rel=1e-9)
+    assert drift.chi_square_dof(b, c, 5.0) == 3.0
 
 
 SHAPES = {
