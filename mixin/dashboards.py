@@ -1,33 +1,31 @@
-#!/usr/bin/env python3
-"""Generate mlmon's Grafana dashboards as reviewable, deterministic JSON.
+"""mlmon's Grafana dashboards as reviewable, deterministic JSON, built from the mixin config.
 
-    python grafana/build_dashboards.py           # (re)write grafana/dashboards/*.json
-    python grafana/build_dashboards.py --check   # exit 1 if the committed JSON is out of date
-
-Four dashboards, linked to each other, all reading the metric contract of DESIGN.md:
+Generated with the rules by ``python -m mixin`` (``--check`` in CI). Four dashboards, linked to each
+other, all reading the metric contract of DESIGN.md; the README maps them onto the three views:
 
 * ``mlmon-overview`` — executive: one row per model (repeated over ``$model``).
-* ``mlmon-service``  — on-call: latency vs SLO, traffic, errors, burn rates, alerts, freshness.
+* ``mlmon-service``  — on-call: latency vs SLO, traffic, versions serving, errors, burn rates,
+  alerts, freshness, and the sidecars' own resource use (self-monitoring).
 * ``mlmon-drift``    — debug: drift per feature, distributions now vs baseline, data quality.
-* ``mlmon-quality``  — model quality vs baseline and threshold, confusion matrix, labels, fairness.
+* ``mlmon-quality``  — model quality per replica vs baseline and threshold, confusion matrix,
+  labels, fairness.
 
-Conventions (enforced by ``tests/test_dashboards.py``): a ``datasource`` variable, ``model`` /
-``version`` variables from ``label_values()``, counters only inside ``rate()`` / ``increase()``
-over ``$__rate_interval`` (``$__range`` for whole-range totals, fixed SLO windows for burn
-rates), a unit and a description on every panel, ids and grid positions assigned here in
-order, keys sorted. Only the standard library is used.
+Panels are written with ``model`` / ``version`` / ``feature`` matchers only; ``scope_dashboard``
+then adds the deployment selectors (``job``, ``instance`` and the config's grouping labels, each a
+template variable) to every raw and recorded series, so a job rename is one config change.
+Conventions (enforced by ``tests/test_dashboards.py``): a ``datasource`` variable, counters only
+inside ``rate()`` / ``increase()`` over ``$__rate_interval`` (``$__range`` for whole-range totals,
+fixed SLO windows for burn rates), a unit and a description on every panel, ids and grid
+positions assigned here in order, keys sorted. Only the standard library is used.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-OUT_DIR = HERE / "dashboards"
+from mixin.config import MixinConfig
+from mixin.promql import scope
 
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -58,10 +56,9 @@ DASHBOARDS = {
     "quality": ("mlmon-quality", "mlmon / Quality"),
 }
 
-# SLO burn-rate policy of DESIGN.md: (long window, short window, burn-rate factor, severity).
-BURN_POLICY = [("1h", "5m", 14.4, "page"), ("6h", "30m", 6, "page"), ("1d", "2h", 3, "ticket"),
-               ("3d", "6h", 1, "ticket")]
-SLO_PERIOD = "30d"
+# The config being built. The panel functions read it (burn-rate policy, SLO period, serving share);
+# build_dashboards() sets it before calling them.
+CFG = MixinConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,18 +79,15 @@ def quantile(q: float, metric: str, matchers: str, by: str) -> str:
 
 
 def burn_rate(window: str, by: str = "model, slo", matchers: str = M) -> str:
-    """Error ratio over ``window`` divided by the error budget (1 - objective)."""
-    bad = f"sum by ({by}) ({rate('mlmon_slo_bad_events_total', matchers, window)})"
-    all_ = f"sum by ({by}) ({rate('mlmon_slo_events_total', matchers, window)})"
-    return f"({bad} / {all_}) / on({by}) (1 - max by ({by}) (mlmon_slo_objective_ratio{{{matchers}}}))"
+    """Error ratio over ``window`` / error budget, from the recording rule the alerts use (the same
+    number the alert compares, computed once per evaluation, not per dashboard refresh)."""
+    return f"max by ({by}) (model_slo:mlmon_slo_burn_rate:ratio_rate{window}{{{matchers}}})"
 
 
 def budget_remaining(by: str = "model, slo", matchers: str = M) -> str:
-    """Share of the 30-day error budget left: 1 - consumed / allowed (negative when overspent)."""
-    bad = f"sum by ({by}) ({increase('mlmon_slo_bad_events_total', matchers, SLO_PERIOD)})"
-    all_ = f"sum by ({by}) ({increase('mlmon_slo_events_total', matchers, SLO_PERIOD)})"
-    return (f"1 - ({bad} / {all_}) / on({by}) "
-            f"(1 - max by ({by}) (mlmon_slo_objective_ratio{{{matchers}}}))")
+    """Share of the period's error budget left (negative when overspent), from its recording rule:
+    a raw increase(...[30d]) would re-read a month of every replica's counters on each refresh."""
+    return f"max by ({by}) (model_slo:mlmon_slo_error_budget_remaining:ratio_rate{CFG.slo_period}{{{matchers}}})"
 
 
 def zero_if_absent(expr: str, like: str) -> str:
@@ -130,7 +124,8 @@ def dashed(name_regex: str, color: str) -> dict[str, Any]:
 
 def link(title: str, uid: str, params: str = "") -> dict[str, Any]:
     """A panel link to another mlmon dashboard, keeping the time range and data source."""
-    query = "var-datasource=${datasource}&${__url_time_range}" + (f"&{params}" if params else "")
+    query = "&".join(["var-datasource=${datasource}", *selector_params(), "${__url_time_range}",
+                      *([params] if params else [])])
     return {"targetBlank": False, "title": title, "url": f"/d/{uid}/{uid}?{query}"}
 
 
@@ -289,6 +284,54 @@ def query_var(name: str, label: str, query: str, *, multi: bool = True, include_
     }
 
 
+def selector_labels() -> list[str]:
+    """The deployment labels every query is scoped to, outermost first (cluster, namespace, job, instance)."""
+    return [*CFG.group_labels, "job", "instance"]
+
+
+def selector_params() -> list[str]:
+    """URL parameters that carry the selector variables into a linked dashboard."""
+    return [f"${{{name}:queryparam}}" for name in selector_labels()]
+
+
+def selector_matchers(upto: int | None = None) -> str:
+    return ", ".join(f'{name}=~"${name}"' for name in selector_labels()[:upto])
+
+
+def selector_vars() -> list[dict[str, Any]]:
+    """datasource, the grouping labels, job (default: the config's) and instance (replica), each
+    query scoped to the variables before it."""
+    out = [datasource_var()]
+    for i, name in enumerate(selector_labels()):
+        sel = selector_matchers(i)
+        query = f"label_values(mlmon_model_version_info{{{sel}}}, {name})" if sel else \
+            f"label_values(mlmon_model_version_info, {name})"
+        if name == "job":
+            out.append(query_var(name, "Job", query, default=CFG.job))
+        else:
+            out.append(query_var(name, "Replica" if name == "instance" else name.title(), query))
+    return out
+
+
+def scope_dashboard(d: dict[str, Any]) -> dict[str, Any]:
+    """Add the selector variables' matchers to every query written without them."""
+    sel = selector_matchers()
+
+    def fix(expr: str) -> str:
+        return scope(expr, sel, sel)
+
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            t["expr"] = fix(t["expr"])
+    for a in d["annotations"]["list"]:
+        if "expr" in a:
+            a["expr"] = fix(a["expr"])
+    for v in d["templating"]["list"]:
+        if v["type"] == "query" and v["name"] not in selector_labels():
+            v["definition"] = v["query"]["query"] = fix(v["definition"])
+    return d
+
+
 def model_var(multi: bool = True) -> dict[str, Any]:
     return query_var("model", "Model", "label_values(mlmon_model_version_info, model)",
                      multi=multi, include_all=multi)
@@ -298,14 +341,31 @@ def version_var() -> dict[str, Any]:
     return query_var("version", "Version", f"label_values(mlmon_model_version_info{{{M}}}, version)")
 
 
+def deploy_expr() -> str:
+    """A version starts taking traffic: its fleet-wide 5m prediction rate is positive now and was not
+    ``deploy_lookback`` ago. Derived from traffic in Prometheus, not from the sidecars' in-memory
+    first-seen times, so restarting a sidecar (counters reset, rate() does not) draws no marker."""
+    now = f"sum by (model, version) (model_version:mlmon_predictions:rate5m{{{M}}} > 0)"
+    before = (f"sum by (model, version) "
+              f"(model_version:mlmon_predictions:rate5m{{{M}}} offset {CFG.deploy_lookback} > 0)")
+    return f"{now} unless {before}"
+
+
 def deploy_annotation() -> dict[str, Any]:
-    """One marker per model version at the time mlmon first saw it (``_first_seen`` × 1000 = ms)."""
+    """One region per version that started taking traffic (Grafana joins the consecutive points)."""
     return {
         "datasource": DS, "enable": True, "hide": False, "iconColor": "purple", "name": "Deploys",
-        "expr": f"min by (model, version) (mlmon_model_version_first_seen_timestamp_seconds{{{M}}}) * 1000",
-        "step": "1m", "tagKeys": "model,version", "textFormat": "{{model}} version {{version}} first seen",
-        "titleFormat": "Deploy {{model}} {{version}}", "useValueForTime": True,
+        "expr": deploy_expr(), "step": "1m", "tagKeys": "model,version",
+        "textFormat": "{{model}} version {{version}} started taking traffic",
+        "titleFormat": "Deploy {{model}} {{version}}", "useValueForTime": False,
     }
+
+
+def serving_expr() -> str:
+    """Versions carrying at least ``serving_min_share`` of each model's predictions now, with their share."""
+    share = (f"sum by (model, version) (model_version:mlmon_predictions:rate5m{{{M}}}) "
+             f"/ on (model) group_left () (sum by (model) (model:mlmon_predictions:rate5m{{{M}}}) > 0)")
+    return f"{share} >= {CFG.serving_min_share:g}"
 
 
 def alert_annotation() -> dict[str, Any]:
@@ -386,7 +446,7 @@ class Board:
             "refresh": "30s",
             "schemaVersion": SCHEMA_VERSION,
             "tags": TAGS,
-            "templating": {"list": self.variables},
+            "templating": {"list": [*selector_vars(), *self.variables]},
             "time": {"from": self.time_from, "to": "now"},
             "timepicker": {},
             "timezone": "browser",
@@ -403,15 +463,59 @@ class Board:
 
 HEALTH_STEPS = thresholds((None, RED), (0.5, ORANGE), (0.8, GREEN))
 BUDGET_STEPS = thresholds((None, RED), (0, ORANGE), (0.25, YELLOW), (0.5, GREEN))
-BURN_STEPS = thresholds((None, GREEN), (1, YELLOW), (6, ORANGE), (14.4, RED))
+
+
+def burn_steps() -> dict[str, Any]:
+    """Colour steps at the policy's burn-rate factors: yellow from 1 (budget-neutral), orange at the
+    ticket factors above 1, red at the page factors."""
+    steps: dict[float, str] = {1.0: YELLOW}
+    for b in CFG.burn_rates:
+        if b.factor > 1:
+            steps[b.factor] = RED if b.action == "page" else ORANGE
+    return thresholds((None, GREEN), *sorted(steps.items()))
 COUNT_BAD_STEPS = thresholds((None, GREEN), (1, RED))
-HIGHER_BETTER = "accuracy|precision|recall|f1"
-LOWER_BETTER = "log_loss|brier|mae|rmse|mape"
+HIGHER_BETTER = "accuracy|balanced_accuracy|precision|recall|f1|roc_auc|pr_auc|r2"
+LOWER_BETTER = "log_loss|brier|mae|mse|rmse|mape"
+VS_BASELINE_HELP = ("vs baseline = live quality − training-baseline quality, in the metric's own units (0.02 "
+                    "= two points of accuracy), for the worst replica: the lowest for higher-is-better metrics, "
+                    "the highest for error metrics. The alert threshold is baseline + the configured offset "
+                    "on the same scale.")
+
+
+def worst_quality(matchers: str) -> str:
+    """Each metric's worst replica: min for higher-is-better metrics, max for error metrics."""
+    q = "mlmon_model_quality"
+    return (f'min by (model, metric) ({q}{{{matchers}, class="", metric=~"{HIGHER_BETTER}"}}) '
+            f'or max by (model, metric) ({q}{{{matchers}, class="", metric=~"{LOWER_BETTER}"}})')
+
+
+def vs_baseline(matchers: str) -> str:
+    """The one definition of "vs baseline" on every dashboard: quality − baseline (absolute)."""
+    base_m = ", ".join(m for m in matchers.split(", ") if not m.startswith("version") and not m.startswith("metric"))
+    return (f"({worst_quality(matchers)}) - on (model, metric) "
+            f"max by (model, metric) (mlmon_model_quality_baseline{{{base_m}}})")
+
+
+def quality_alert_expr() -> str:
+    """MlmonModelQualityDegraded's own expression, read from its rule spec, so the panel the alert's
+    dashboard_url opens can never disagree with the alert."""
+    from mixin.rules import alert_expr  # rules import this module for panel ids
+    return alert_expr("quality.alerts", "MlmonModelQualityDegraded")
+
+
+def past_threshold(matchers: str) -> str:
+    """The alert's expression restricted to the selected model, version and metric."""
+    return (f"({quality_alert_expr().strip()}) and on (job, instance, model, version, metric) "
+            f'mlmon_model_quality{{{matchers}, class=""}}')
+
+
+def past_threshold_count(matchers: str) -> str:
+    return f"count({past_threshold(matchers)}) or on() vector(0)"
 
 
 def overview() -> dict[str, Any]:
     b = Board("overview", "Executive view: how every model in production is doing, one row per model.",
-              [datasource_var(), model_var(), version_var()], [deploy_annotation()], time_from="now-24h")
+              [model_var(), version_var()], [deploy_annotation()], time_from="now-24h")
     svc, drift, qual = DASHBOARDS["service"][0], DASHBOARDS["drift"][0], DASHBOARDS["quality"][0]
 
     b.row("Fleet")
@@ -434,10 +538,12 @@ def overview() -> dict[str, Any]:
                links=[link("Service dashboard", svc)]), 6, 4)
 
     b.row("$model", repeat="model")
-    b.add(stat("Version serving", "The newest model version seen by mlmon (the last deploy).",
-               [target(f"topk(1, min by (version) (mlmon_model_version_first_seen_timestamp_seconds{{{M}}}))",
-                       "{{version}}", instant=True)],
-               "none", text_mode="name", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
+    b.add(stat("Versions serving", "The versions taking traffic now and their share of the model's "
+               "predictions (5m rate, all replicas); a version under the configured minimum share (a "
+               "handful of canary records) is not listed.",
+               [target(serving_expr(), "{{version}}", instant=True)],
+               "percentunit", text_mode="value_and_name", decimals=1,
+               color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
     b.add(stat("Traffic", "Predictions per second for this model, all selected versions.",
                [target(f"sum({rate('mlmon_predictions_total', MV)})", "predictions/s")],
                PRED_S, graph=True, color={"mode": "fixed", "fixedColor": BLUE},
@@ -459,17 +565,17 @@ def overview() -> dict[str, Any]:
     b.add(stat("SLO burn rate (1h)", "How fast each SLO burns its error budget over the last hour: 1 = exactly "
                "on budget, 14.4 = the whole 30-day budget gone in about 2 days (pages).",
                [target(burn_rate("1h", "slo", M), "{{slo}}")],
-               TIMES, steps=BURN_STEPS, text_mode="value_and_name", decimals=1), 8, 4)
-    b.add(stat("Quality vs baseline", "Live quality relative to the training baseline (0% = as good as at "
-               "training). Red when a higher-is-better metric falls or an error metric rises by over 5%.",
-               [target(f"max by (metric) (mlmon_model_quality{{{M}, version=~\"$version\", "
-                       f"metric=~\"{HIGHER_BETTER}|mae|rmse\", class=\"\"}}) "
-                       f"/ on(metric) max by (metric) (mlmon_model_quality_baseline{{{M}}}) - 1", "{{metric}}")],
-               "percentunit", text_mode="value_and_name", decimals=1,
-               steps=thresholds((None, RED), (-0.05, YELLOW), (-0.02, GREEN)),
-               overrides=[{"matcher": {"id": "byRegexp", "options": LOWER_BETTER}, "properties": [
-                   {"id": "thresholds", "value": thresholds((None, GREEN), (0.02, YELLOW), (0.05, RED))}]}],
-               links=[link("Quality dashboard", qual, "var-model=${model}")]), 8, 4)
+               TIMES, steps=burn_steps(), text_mode="value_and_name", decimals=1), 8, 4)
+    b.add(stat("Quality vs baseline", VS_BASELINE_HELP + " Red: a replica is past the metric's alert threshold "
+               "(the MlmonModelQualityDegraded condition, thresholds from the exporter config).",
+               [target(vs_baseline(f'{M}, version=~"$version"'), "{{metric}}")],
+               "none", text_mode="value_and_name", decimals=3, color={"mode": "fixed", "fixedColor": BLUE},
+               links=[link("Quality dashboard", qual, "var-model=${model}")]), 4, 4)
+    b.add(stat("Replicas past quality threshold", "Replica × metric pairs whose labelled quality is past its "
+               "alert threshold now: the MlmonModelQualityDegraded expression (without its for: 30m).",
+               [target(past_threshold_count(f'{M}, version=~"$version"'), "past threshold", instant=True)],
+               "none", steps=COUNT_BAD_STEPS,
+               links=[link("Quality dashboard", qual, "var-model=${model}")]), 4, 4)
     return b.render()
 
 
@@ -480,7 +586,7 @@ def overview() -> dict[str, Any]:
 def service() -> dict[str, Any]:
     b = Board("service", "On-call view: latency against the SLO, traffic, errors, burn rates, alerts and "
               "freshness. Purple markers are deploys (first time a version was seen).",
-              [datasource_var(), model_var(), version_var()], [deploy_annotation(), alert_annotation()],
+              [model_var(), version_var()], [deploy_annotation(), alert_annotation()],
               time_from="now-3h")
     preds = "mlmon_predictions_total"
     pred_rate = f"sum by (model, version) ({rate(preds, MV)})"
@@ -544,18 +650,17 @@ def service() -> dict[str, Any]:
     b.add(stat("Error budget remaining (30d)", "Share of each SLO's 30-day error budget still unspent.",
                [target(budget_remaining(), "{{model}} {{slo}}")],
                "percentunit", steps=BUDGET_STEPS, text_mode="value_and_name", max=1), 6, 9)
-    b.add(bargauge("Burn rate now, per window", "Error-budget burn rate per SLO over each alerting window "
-                   "(long windows of the policy: page at 14.4x over 1h or 6x over 6h, ticket at 3x over 1d or "
-                   "1x over 3d; the short window must agree before an alert fires).",
-                   [target(burn_rate(long), f"{{{{model}}}} {{{{slo}}}} {long}", instant=True)
-                    for long, _, _, _ in BURN_POLICY],
-                   TIMES, steps=BURN_STEPS, decimals=2, min=0, max=20), 9, 9)
-    b.add(timeseries("Burn rate over time (1h, 6h)", "Burn rate over the two paging windows. Dashed lines: "
-                     "14.4 and 6, the paging thresholds.",
-                     [target(burn_rate("1h"), "{{model}} {{slo}} 1h"),
-                      target(burn_rate("6h"), "{{model}} {{slo}} 6h")],
-                     TIMES, steps=thresholds((None, GREEN), (6, ORANGE), (14.4, RED)), line_thresholds=True,
-                     min=0), 9, 9)
+    policy = "; ".join(f"{CFG.severities[b.action]} at {b.factor:g}x over {b.long} and {b.short}"
+                       for b in CFG.burn_rates)
+    windows = [w for w in CFG.windows() if w != CFG.slo_period]
+    b.add(bargauge("Burn rate now, per window", "Error-budget burn rate per SLO over every window the alerts "
+                   f"use ({policy}): an alert fires when both windows of a pair exceed the factor.",
+                   [target(burn_rate(w), f"{{{{model}}}} {{{{slo}}}} {w}", instant=True) for w in windows],
+                   TIMES, steps=burn_steps(), decimals=2, min=0, max=20), 9, 9)
+    b.add(timeseries("Burn rate over time", "Burn rate over every alerting window. Dashed lines: the "
+                     "burn-rate factors of the policy.",
+                     [target(burn_rate(w), f"{{{{model}}}} {{{{slo}}}} {w}") for w in windows],
+                     TIMES, steps=burn_steps(), line_thresholds=True, min=0), 9, 9)
 
     b.row("Alerts and freshness")
     b.add(table("Firing alerts", "mlmon alerts firing now (from Prometheus's ALERTS series). The runbook link "
@@ -603,7 +708,7 @@ def drift() -> dict[str, Any]:
     b = Board("drift", "Debug view: which features drift, how their distributions moved against the training "
               "baseline, and data-quality problems. Scores are computed by mlmon over its window "
               "(default 1h) and are absent below min_samples.",
-              [datasource_var(), model_var(multi=False), version_var(),
+              [model_var(multi=False), version_var(),
                query_var("feature", "Feature", f"label_values(mlmon_baseline_bin_ratio{{{FEATURES}}}, feature)",
                          multi=False, include_all=False)],
               [deploy_annotation()], time_from="now-24h")
@@ -714,22 +819,22 @@ def drift() -> dict[str, Any]:
 def quality() -> dict[str, Any]:
     b = Board("quality", "Model quality from joined ground-truth labels, against the training baseline and the "
               "alert threshold; label-free estimates; confusion matrix; label delay and coverage; fairness.",
-              [datasource_var(), model_var(multi=False), version_var(),
+              [model_var(multi=False), version_var(),
                query_var("metric", "Quality metric", f"label_values(mlmon_model_quality{{{M}}}, metric)")],
               [deploy_annotation()], time_from="now-7d")
     overall = f'{MV}, class=""'
     labels = "mlmon_labels_total"
 
     b.row("At a glance")
-    b.add(stat("Accuracy (labelled)", "Accuracy over mlmon's window from predictions joined to their labels.",
-               [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}})', "accuracy")],
+    b.add(stat("Accuracy, worst replica", "The lowest accuracy of any selected replica over mlmon's window, from "
+               "predictions joined to their labels. Each replica judges its own window, so the fleet is as "
+               "good as its worst replica; the per-replica panels below say which one.",
+               [target(f'min(mlmon_model_quality{{{overall}, metric="accuracy"}})', "accuracy")],
                "percentunit", color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE},
                decimals=1), 4, 4)
-    b.add(stat("Accuracy vs baseline", "Labelled accuracy minus the training-baseline accuracy (percentage "
-               "points).",
-               [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}}) '
-                       f'- max(mlmon_model_quality_baseline{{{M}, metric="accuracy"}})', "delta")],
-               "percentunit", steps=thresholds((None, RED), (-0.05, YELLOW), (-0.02, GREEN)), decimals=1), 4, 4)
+    b.add(stat("$metric vs baseline", VS_BASELINE_HELP,
+               [target(vs_baseline(f'{MV}, metric="$metric"'), "{{metric}}")],
+               "none", color_mode="value", decimals=3, color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
     b.add(stat("Estimated accuracy (label-free)", "Accuracy estimated from prediction confidence, available "
                "before labels arrive.",
                [target(f'max(mlmon_model_quality_estimated{{{M}, metric="accuracy"}})', "estimated")],
@@ -749,11 +854,32 @@ def quality() -> dict[str, Any]:
                [target(f"time() - max(mlmon_last_label_timestamp_seconds{{{M}}})", "age")],
                "s", steps=thresholds((None, GREEN), (86400, RED))), 4, 4)
 
+    b.row("Replicas")
+    b.add(table("Replicas past the alert threshold", "Every replica whose labelled quality is past its alert "
+                "threshold now: MlmonModelQualityDegraded's own expression (without its for: 30m), so this "
+                "table and the alert always agree. The alert's dashboard_url opens this panel.",
+                [target(past_threshold(f'{MV}, metric=~"$metric"'), instant=True, fmt="table")],
+                "none", sort_by="Value", decimals=3,
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True, "__name__": True, "class": True},
+                    "indexByName": {"instance": 0, "model": 1, "version": 2, "metric": 3, "Value": 4},
+                    "renameByName": {"Value": "Quality now"}}}]), 12, 8)
+    b.add(timeseries("$metric per replica", "Labelled $metric of every selected replica and version, against "
+                     "the training baseline (dashed grey) and the alert threshold (dashed red). The alert judges "
+                     "each replica on its own window.",
+                     [target(f'max by (instance, version) (mlmon_model_quality{{{overall}, metric="$metric"}})',
+                             "{{instance}} {{version}}"),
+                      target(f'max(mlmon_model_quality_baseline{{{M}, metric="$metric"}})', "baseline"),
+                      target(f'max(mlmon_model_quality_threshold{{{M}, metric="$metric"}})', "threshold")],
+                     "none", decimals=3, overrides=[dashed("baseline", GREY), dashed("threshold", RED)]), 12, 8)
+
     b.row("Quality over time")
     b.add(timeseries("$metric", "Labelled $metric per version over mlmon's window, against the training "
                      "baseline (dashed grey) and the alert threshold (dashed red). Higher is better for accuracy, "
                      "precision, recall, f1; lower for log_loss, brier, mae, rmse, mape.",
-                     [target(f'max by (version) (mlmon_model_quality{{{overall}, metric="$metric"}})', "{{version}}"),
+                     [target(f'min by (version) (mlmon_model_quality{{{overall}, metric="$metric", '
+                             f'metric=~"{HIGHER_BETTER}"}}) or max by (version) (mlmon_model_quality{{{overall}, '
+                             f'metric="$metric", metric=~"{LOWER_BETTER}"}})', "{{version}} (worst replica)"),
                       target(f'max(mlmon_model_quality_baseline{{{M}, metric="$metric"}})', "baseline"),
                       target(f'max(mlmon_model_quality_threshold{{{M}, metric="$metric"}})', "threshold")],
                      "none", decimals=3, overrides=[dashed("baseline", GREY), dashed("threshold", RED)],
@@ -763,7 +889,7 @@ def quality() -> dict[str, Any]:
     b.add(timeseries("Realised vs estimated accuracy", "Accuracy from labels against the label-free estimate. "
                      "A growing gap means the estimate is unreliable for the current data (or labels are "
                      "late); the baseline is dashed.",
-                     [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}})', "realised"),
+                     [target(f'min(mlmon_model_quality{{{overall}, metric="accuracy"}})', "realised (worst replica)"),
                       target(f'max(mlmon_model_quality_estimated{{{M}, metric="accuracy"}})', "estimated"),
                       target(f'max(mlmon_model_quality_baseline{{{M}, metric="accuracy"}})', "baseline")],
                      "percentunit", overrides=[dashed("baseline", GREY)]), 12, 8)
@@ -816,33 +942,13 @@ def render(dashboard: dict[str, Any]) -> str:
     return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_all() -> dict[str, str]:
+def build_dashboard_objects(cfg: MixinConfig) -> dict[str, dict[str, Any]]:
+    """Dashboard key → dashboard, built for ``cfg``."""
+    global CFG
+    CFG = cfg
+    return {key: scope_dashboard(build()) for key, build in BUILDERS.items()}
+
+
+def build_dashboards(cfg: MixinConfig) -> dict[str, str]:
     """File name → JSON text for every dashboard."""
-    return {f"{key}.json": render(build()) for key, build in BUILDERS.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the committed JSON differs")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: %(default)s)")
-    args = parser.parse_args(argv)
-    stale = []
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in build_all().items():
-        path = args.out / name
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        if args.check:
-            stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run python grafana/build_dashboards.py", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {f"{key}.json": render(d) for key, d in build_dashboard_objects(cfg).items()}
