@@ -662,6 +662,8 @@ def service() -> dict[str, Any]:
                      [target(burn_rate(w), f"{{{{model}}}} {{{{slo}}}} {w}") for w in windows],
                      TIMES, steps=burn_steps(), line_thresholds=True, min=0), 9, 9)
 
+    sidecars(b)
+
     b.row("Alerts and freshness")
     b.add(table("Firing alerts", "mlmon alerts firing now (from Prometheus's ALERTS series). The runbook link "
                 "is in each alert's annotations in Alertmanager.",
@@ -678,6 +680,32 @@ def service() -> dict[str, Any]:
                              "{{model}} last evaluation")],
                      "s", min=0), 12, 8)
     return b.render()
+
+
+def sidecars(b: Board) -> None:
+    """Self-monitoring: what each mlmon replica costs and whether it keeps up (resource use per replica)."""
+    b.row("Sidecars (self-monitoring)")
+    b.add(stat("Sidecars up", "Replicas Prometheus scrapes successfully out of all mlmon targets of the job.",
+               [target("sum(up)", "up"), target("count(up)", "targets")],
+               "none", text_mode="value_and_name", color={"mode": "fixed", "fixedColor": BLUE}), 4, 8)
+    b.add(timeseries("Memory per replica", "Resident memory of each mlmon process. Memory is bounded by the "
+                     "window configuration (models × features × bins × buckets); a replica near its container "
+                     "limit needs a larger limit or a smaller window (see the runbooks).",
+                     [target("max by (instance) (process_resident_memory_bytes)", "{{instance}}")],
+                     "bytes", min=0), 5, 8)
+    b.add(timeseries("CPU per replica", "CPU seconds per second (cores) used by each mlmon process.",
+                     [target(f"sum by (instance) ({rate('process_cpu_seconds_total', '')})", "{{instance}}")],
+                     "suffix: cores", min=0), 5, 8)
+    b.add(timeseries("Evaluation duration", "Time the last drift/quality evaluation took per replica and model; "
+                     "it should stay well under the evaluation interval.",
+                     [target(f"max by (instance, model) (mlmon_evaluation_duration_seconds{{{M}}})",
+                             "{{instance}} {{model}}")], "s", min=0), 5, 8)
+    b.add(timeseries("Scrape duration", "p99 time mlmon takes to render /metrics, and the whole scrape as "
+                     "Prometheus measures it (network included); near the scrape timeout, scrapes fail.",
+                     [target("histogram_quantile(0.99, sum by (instance, le) "
+                             f"({rate('mlmon_scrape_duration_seconds_bucket', '')}))", "{{instance}} render p99"),
+                      target("max by (instance) (scrape_duration_seconds)", "{{instance}} scrape")],
+                     "s", min=0), 5, 8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,10 +748,12 @@ def drift() -> dict[str, Any]:
     score_ratio = f"max by (feature) ({own_ratio})"
 
     b.row("Window")
-    b.add(stat("Records in window", "Records in mlmon's current drift window. Below the model's min_samples "
-               "(default 200, red here) drift is not computed and the scores below are empty.",
-               [target(f"max(mlmon_window_samples{{{M}}})", "records")],
-               "none", steps=thresholds((None, RED), (200, GREEN)), graph=True), 6, 4)
+    b.add(stat("Window fill (records / min_samples)", "Records in mlmon's current drift window divided by the "
+               "model's configured min_samples, for the emptiest selected replica. Below 100% (red) drift is not "
+               "computed on that replica and its scores below are empty.",
+               [target(f"min(mlmon_window_samples{{{M}}} / on (job, instance, model) "
+                       f"mlmon_window_min_samples{{{M}}})", "fill")],
+               "percentunit", steps=thresholds((None, RED), (1, GREEN)), graph=True, decimals=0), 6, 4)
     b.add(stat("Drifted features", "Input features over their drift threshold now (detection method of each "
                "feature, as configured).", [target(f"max(mlmon_drifted_features{{{M}}})", "drifted")],
                "none", steps=COUNT_BAD_STEPS), 6, 4)
@@ -752,6 +782,10 @@ def drift() -> dict[str, Any]:
                                              "Value #B": "Threshold", "Value #C": "Score / threshold",
                                              "Value #D": "Detected"}),
                 overrides=[color_cells("Score / threshold", RATIO_STEPS, "percentunit"),
+                           {"matcher": {"id": "byName", "options": "Feature"}, "properties": [
+                               {"id": "links", "value": [{"title": "Drift detail of ${__value.raw}", "url":
+                                link("", DASHBOARDS["drift"][0], "var-model=${model}&var-feature=${__value.raw}")
+                                ["url"]}]}]},
                            {"matcher": {"id": "byName", "options": "Detected"}, "properties": [
                                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
                                {"id": "thresholds", "value": COUNT_BAD_STEPS},
@@ -849,10 +883,12 @@ def quality() -> dict[str, Any]:
                [target(f"histogram_quantile(0.5, sum by (le) "
                        f"({increase('mlmon_label_delay_seconds_bucket', M, RANGE)}))", "p50", instant=True)],
                "s", color_mode="value", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
-    b.add(stat("Last label", "Seconds since the last label arrived; red after a day. (MlmonLabelsStale alerts "
-               "earlier, past the model's labels.stale_after.)",
-               [target(f"time() - max(mlmon_last_label_timestamp_seconds{{{M}}})", "age")],
-               "s", steps=thresholds((None, GREEN), (86400, RED))), 4, 4)
+    b.add(stat("Label feed age / stale_after", "Time since the last label on the most starved selected replica, "
+               "as a share of the model's configured labels.stale_after: at 100% or more (red) the label feed "
+               "is stale, the MlmonLabelsStale condition.",
+               [target(f"max(instance_model:mlmon_last_label_age_seconds:max{{{M}}} / on (job, instance, model) "
+                       f"mlmon_labels_stale_after_seconds{{{M}}})", "age")],
+               "percentunit", steps=thresholds((None, GREEN), (1, RED)), decimals=0), 4, 4)
 
     b.row("Replicas")
     b.add(table("Replicas past the alert threshold", "Every replica whose labelled quality is past its alert "

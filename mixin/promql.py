@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 
-# A raw series name: mlmon_* or Prometheus's own up / ALERTS. Not part of a longer identifier, a
+# A raw series name: mlmon_*, the process/runtime collectors' process_* / python_*, or Prometheus's
+# own up / scrape_duration_seconds / ALERTS. Not part of a longer identifier, a
 # recording rule name (level:metric:ops), a label value ("...") or a function call.
-_RAW = re.compile(r'(?<![\w:"$.])(mlmon_\w+|up|ALERTS)(?![\w:(])')
+_RAW = re.compile(r'(?<![\w:"$.])(mlmon_\w+|process_\w+|python_\w+|up|scrape_duration_seconds|ALERTS)(?![\w:(])')
 # A recorded series name (level:metric:operations); level "instance*" keeps the instance label.
 _RECORDED = re.compile(r'(?<![\w:"$.])([a-z_]+:mlmon_\w+:\w+)(?![\w:(])')
 _GROUPING = re.compile(r"\b(by|on)\s*\(\s*job\b")
