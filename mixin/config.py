@@ -11,13 +11,13 @@ import yaml
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "config.yml"
 ACTIONS = ("page", "ticket")
-_DURATION = re.compile(r"^(\d+)(m|h|d)$")
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _LABEL = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_UNIT_S = {"m": 60, "h": 3600, "d": 86400}
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def seconds(duration: str) -> int:
-    """``"5m"`` → 300; only the m/h/d units the SLO policy uses."""
+    """``"5m"`` → 300 (units s, m, h, d)."""
     m = _DURATION.match(duration)
     if not m:
         raise ValueError(f"{duration!r} is not a duration like 5m, 6h or 30d")
