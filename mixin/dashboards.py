@@ -537,6 +537,20 @@ def overview() -> dict[str, Any]:
                "none", steps=COUNT_BAD_STEPS, text_mode="value_and_name",
                links=[link("Service dashboard", svc)]), 6, 4)
 
+    b.add(table("Active models and versions", "Every model with the versions taking traffic now and their "
+                "share of its predictions (5m rate, all replicas).",
+                [target(serving_expr(), instant=True, fmt="table")], "percentunit", sort_by="model", decimals=1,
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True, "job": True}, "indexByName": {"model": 0, "version": 1},
+                    "renameByName": {"Value": "Share of traffic"}}}]), 12, 7)
+    b.add(table("Incidents (last 30 days)", "mlmon alerts that fired in the last 30 days, by alert and severity: "
+                "how many distinct alerts (label sets) fired. Panel time range fixed to 30 days.",
+                [target(f'count by (alertname, severity) (max_over_time({ALERTS}, {ALERT_M}}}[{RANGE}]))',
+                        instant=True, fmt="table")], "none", sort_by="Value",
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True}, "indexByName": {"alertname": 0, "severity": 1},
+                    "renameByName": {"Value": "Alerts fired"}}}], timeFrom="30d"), 12, 7)
+
     b.row("$model", repeat="model")
     b.add(stat("Versions serving", "The versions taking traffic now and their share of the model's "
                "predictions (5m rate, all replicas); a version under the configured minimum share (a "
@@ -601,7 +615,7 @@ def service() -> dict[str, Any]:
                [target(f"sum({rate(preds, MV)})", "predictions/s")],
                PRED_S, color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
     b.add(stat("Error ratio", "Share of predictions the model server reported as failed.",
-               [target(f"sum({err_rate}) / sum({pred_rate})", "errors")],
+               [target(f"sum({err_rate}) / (sum({pred_rate}) > 0)", "errors")],
                "percentunit", steps=thresholds((None, GREEN), (0.001, YELLOW), (0.01, RED)), decimals=2), 4, 4)
     b.add(stat("Lowest SLO budget left (30d)", "The most consumed SLO's remaining 30-day error budget.",
                [target(f"min({budget_remaining()})", "budget left")],
@@ -627,7 +641,8 @@ def service() -> dict[str, Any]:
                      "shows up as a second version line.",
                      [target(pred_rate, "{{model}} {{version}}")], PRED_S, calcs=["lastNotNull", "mean"]), 12, 8)
     b.add(timeseries("Error ratio", "Failed predictions / all predictions, per model and version.",
-                     [target(f"{err_rate} / {pred_rate}", "{{model}} {{version}}")], "percentunit", min=0), 8, 8)
+                     [target(f"{err_rate} / ({pred_rate} > 0)", "{{model}} {{version}}")], "percentunit",
+                     min=0), 8, 8)
     b.add(timeseries("Rejected records", "Records mlmon refused, by reason (invalid_record, payload_too_large, "
                      "malformed_json, ...). Rejections never reach the model metrics; fix the sender.",
                      [target(f"sum by (model, reason) ({rate('mlmon_ingest_rejected_total', M)})",
@@ -671,14 +686,20 @@ def service() -> dict[str, Any]:
                 "none", sort_by="severity",
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "Value": True, "__name__": True, "alertstate": True},
-                    "indexByName": {"alertname": 0, "severity": 1, "model": 2}, "renameByName": {}}}]), 12, 8)
+                    "indexByName": {"alertname": 0, "severity": 1, "model": 2}, "renameByName": {}}}]), 10, 8)
+    b.add(bargauge("Drift alerts per model", "Drift alerts (feature and prediction drift) firing now, per model; "
+                   "the Drift dashboard says which features.",
+                   [target(f'count by (model) ({ALERTS}, {M}, alertname=~"Mlmon.*Drift"}}) '
+                           f'or count by (model) (mlmon_model_version_info{{{M}}}) * 0', "{{model}}", instant=True)],
+                   "none", steps=COUNT_BAD_STEPS, min=0,
+                   links=[link("Drift dashboard", DASHBOARDS["drift"][0], "var-model=${model}")]), 4, 8)
     b.add(timeseries("Data freshness", "Seconds since the last prediction reached mlmon, and since the last "
                      "evaluation (drift/quality) ran. Evaluation age above a few intervals means it is stuck.",
                      [target(f"time() - max by (model, version) (mlmon_last_prediction_timestamp_seconds{{{MV}}})",
                              "{{model}} {{version}} last prediction"),
                       target(f"time() - max by (model) (mlmon_evaluation_timestamp_seconds{{{M}}})",
                              "{{model}} last evaluation")],
-                     "s", min=0), 12, 8)
+                     "s", min=0), 10, 8)
     return b.render()
 
 
@@ -730,6 +751,22 @@ def distribution(title: str, description: str, feature: str) -> dict[str, Any]:
                                      {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": "bin"}]}}],
                     overrides=[{"matcher": {"id": "byName", "options": "Baseline"}, "properties": [
                         {"id": "color", "value": {"fixedColor": GREY, "mode": "fixed"}}]}])
+
+
+def fleet_drift(b: Board) -> None:
+    """Fleet-wide drift panels, from rules over the mergeable bin counters of every replica.
+
+    TODO(issue 8, fleet drift): replaced with the fleet drift rules' panels (two-sample chi-square on
+    the summed mlmon_feature_bin_total, exported critical values, full and recent windows) once those
+    rules land. Until then: the fleet PSI of the existing mlmon.drift.fleet.rules group.
+    """
+    b.row("Fleet drift (all replicas together)")
+    b.add(timeseries("Fleet PSI per feature (last hour)", "PSI of the last hour of every replica's traffic "
+                     "together against the baseline, from the mergeable coarse-bin counters (recording rule "
+                     "model_feature:mlmon_feature_psi:ratio_rate1h; absent below min_samples). Per-replica scores "
+                     "above are each sidecar's own window.",
+                     [target(f"max by (feature) (model_feature:mlmon_feature_psi:ratio_rate1h{{{M}}})",
+                             "{{feature}}")], "none", min=0, calcs=["lastNotNull", "max"]), 24, 8)
 
 
 def drift() -> dict[str, Any]:
@@ -801,6 +838,8 @@ def drift() -> dict[str, Any]:
                      "100% is the threshold.", [target(score_ratio, "{{feature}}")], "percentunit",
                      steps=thresholds((None, GREEN), (1, RED)), line_thresholds=True, min=0,
                      calcs=["lastNotNull", "max"]), 24, 8)
+
+    fleet_drift(b)
 
     b.row("Feature: $feature")
     b.add(distribution("$feature: distribution now vs baseline", "Share of records in each coarse bin of "

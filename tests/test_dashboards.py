@@ -43,6 +43,7 @@ EXPECTED_UIDS = {
 SCHEMA_VERSION = 39
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 RANGE_FUNCTIONS = {"rate", "increase"}
+OVER_TIME_FUNCTIONS = {"max_over_time", "count_over_time"}
 WINDOW_VARIABLES = {"$__rate_interval", "$__range"}
 SLO_WINDOWS = {"5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"}  # DESIGN.md burn-rate policy + period
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
@@ -109,7 +110,9 @@ def lint_expr(expr: str) -> list[str]:
             else:
                 problems.append(f"range [{window}] on {last_metric}: use $__rate_interval "
                                 f"(or $__range for whole-range totals): {expr}")
-            if not stack or stack[-1] not in RANGE_FUNCTIONS:
+            alerts_over_range = (last_metric == "ALERTS" and window == "$__range" and stack
+                                 and stack[-1] in OVER_TIME_FUNCTIONS)  # incidents in the range
+            if (not stack or stack[-1] not in RANGE_FUNCTIONS) and not alerts_over_range:
                 problems.append(f"range [{window}] outside rate()/increase(): {expr}")
     if not depth_ok or stack:
         problems.append(f"unbalanced parentheses: {expr}")
