@@ -351,14 +351,16 @@ def deploy_expr() -> str:
     return f"{now} unless {before}"
 
 
+def query_annotation(name: str, expr: str, color: str, tags: str, title: str, text: str, *,
+                     enable: bool = True) -> dict[str, Any]:
+    """A Prometheus annotation: one region per run of consecutive points of each series."""
+    return {"datasource": DS, "enable": enable, "hide": False, "iconColor": color, "name": name, "expr": expr,
+            "step": "1m", "tagKeys": tags, "textFormat": text, "titleFormat": title, "useValueForTime": False}
+
+
 def deploy_annotation() -> dict[str, Any]:
-    """One region per version that started taking traffic (Grafana joins the consecutive points)."""
-    return {
-        "datasource": DS, "enable": True, "hide": False, "iconColor": "purple", "name": "Deploys",
-        "expr": deploy_expr(), "step": "1m", "tagKeys": "model,version",
-        "textFormat": "{{model}} version {{version}} started taking traffic",
-        "titleFormat": "Deploy {{model}} {{version}}", "useValueForTime": False,
-    }
+    return query_annotation("Deploys", deploy_expr(), "purple", "model,version", "Deploy {{model}} {{version}}",
+                            "{{model}} version {{version}} started taking traffic")
 
 
 def serving_expr() -> str:
@@ -369,12 +371,8 @@ def serving_expr() -> str:
 
 
 def alert_annotation() -> dict[str, Any]:
-    return {
-        "datasource": DS, "enable": False, "hide": False, "iconColor": "red", "name": "Firing alerts",
-        "expr": f'max by (alertname, severity, model) ({ALERTS}, {ALERT_M}}})', "step": "1m",
-        "tagKeys": "severity,model", "textFormat": "{{model}} ({{severity}})",
-        "titleFormat": "{{alertname}}", "useValueForTime": False,
-    }
+    return query_annotation("Firing alerts", f"max by (alertname, severity, model) ({ALERTS}, {ALERT_M}}})", "red",
+                            "severity,model", "{{alertname}}", "{{model}} ({{severity}})", enable=False)
 
 
 def builtin_annotation() -> dict[str, Any]:
@@ -542,14 +540,14 @@ def overview() -> dict[str, Any]:
                 [target(serving_expr(), instant=True, fmt="table")], "percentunit", sort_by="model", decimals=1,
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "job": True}, "indexByName": {"model": 0, "version": 1},
-                    "renameByName": {"Value": "Share of traffic"}}}]), 12, 7)
+                    "renameByName": {"Value": "Share of traffic"}}}]), 12, 5)
     b.add(table("Incidents (last 30 days)", "mlmon alerts that fired in the last 30 days, by alert and severity: "
                 "how many distinct alerts (label sets) fired. Panel time range fixed to 30 days.",
                 [target(f'count by (alertname, severity) (max_over_time({ALERTS}, {ALERT_M}}}[{RANGE}]))',
                         instant=True, fmt="table")], "none", sort_by="Value",
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True}, "indexByName": {"alertname": 0, "severity": 1},
-                    "renameByName": {"Value": "Alerts fired"}}}], timeFrom="30d"), 12, 7)
+                    "renameByName": {"Value": "Alerts fired"}}}], timeFrom="30d"), 12, 5)
 
     b.row("$model", repeat="model")
     b.add(stat("Versions serving", "The versions taking traffic now and their share of the model's "
