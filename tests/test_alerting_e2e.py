@@ -268,7 +268,8 @@ def test_drift_alert_reaches_ticket_and_retraining(stack: Stack):
                 assert score and float(score.group(1)) > 0.1, desc
                 assert "{{" not in desc and "<no value>" not in desc, desc
                 assert ann["runbook_url"] == RUNBOOK_BASE + "mlmonfeaturedrift"
-                assert ann["dashboard_url"] == f"{GRAFANA_BASE}/d/mlmon-drift?var-model=churn&var-feature={feature}"
+                assert ann["dashboard_url"] == (f"{GRAFANA_BASE}/d/mlmon-drift?var-job=mlmon&var-instance="
+                                                f"{stack.exporter.target}&var-model=churn&var-feature={feature}")
 
         # A warning pages nobody.
         assert not stack.delivered("/pager", alertname="MlmonFeatureDrift")
@@ -299,7 +300,11 @@ def test_latency_slo_burn_pages(stack: Stack):
         assert "Predictions slower than 100ms count as bad" in desc, desc
         assert "{{" not in desc and "<no value>" not in desc, desc
         assert ann["runbook_url"] == RUNBOOK_BASE + "mlmonsloerrorbudgetburn"
-        assert ann["dashboard_url"] == f"{GRAFANA_BASE}/d/mlmon-service?var-model=churn"
+        # The link opens the burn-rate panel of the on-call dashboard (viewPanel = its id there).
+        service = json.loads((ROOT / "grafana/dashboards/service.json").read_text(encoding="utf-8"))
+        [burn_panel] = [p["id"] for p in service["panels"] if p["title"] == "Burn rate now, per window"]
+        assert ann["dashboard_url"] == (f"{GRAFANA_BASE}/d/mlmon-service?var-job=mlmon&var-model=churn"
+                                        f"&viewPanel={burn_panel}")
         # A page is not also a ticket, and never goes to the retraining pipeline.
         assert not stack.delivered("/ticket", alertname="MlmonSLOErrorBudgetBurn", severity="critical")
         assert not stack.delivered("/retraining", alertname="MlmonSLOErrorBudgetBurn")
