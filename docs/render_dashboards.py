@@ -115,6 +115,11 @@ def fmt(v: float | None, unit: str = "none", decimals: int | None = None) -> str
             if abs(v) >= div:
                 return f"{_number(v / div, decimals)}{suffix}"
         return _number(v, decimals)
+    if unit == "bytes":  # Grafana's IEC bytes
+        for div, suffix in ((2**30, " GiB"), (2**20, " MiB"), (2**10, " KiB")):
+            if abs(v) >= div:
+                return f"{_number(v / div, decimals)}{suffix}"
+        return f"{_number(v, decimals)} B"
     if unit.startswith("suffix:"):
         return f"{_number(v, decimals)}{unit.removeprefix('suffix:')}"
     return _number(v, decimals)
