@@ -544,7 +544,7 @@ def overview() -> dict[str, Any]:
     b.add(table("Incidents (last 30 days)", "mlmon alerts that fired in the last 30 days, by alert and severity: "
                 "how many distinct alerts (label sets) fired. Panel time range fixed to 30 days.",
                 [target(f'count by (alertname, severity) (max_over_time({ALERTS}, {ALERT_M}}}[{RANGE}]))',
-                        instant=True, fmt="table")], "none", sort_by="Value",
+                        instant=True, fmt="table")], "none", sort_by="Alerts fired",
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True}, "indexByName": {"alertname": 0, "severity": 1},
                     "renameByName": {"Value": "Alerts fired"}}}], timeFrom="30d"), 12, 5)
@@ -932,7 +932,7 @@ def quality() -> dict[str, Any]:
                 "threshold now: MlmonModelQualityDegraded's own expression (without its for: 30m), so this "
                 "table and the alert always agree. The alert's dashboard_url opens this panel.",
                 [target(past_threshold(f'{MV}, metric=~"$metric"'), instant=True, fmt="table")],
-                "none", sort_by="Value", decimals=3,
+                "none", sort_by="Quality now", decimals=3,
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "__name__": True, "class": True},
                     "indexByName": {"instance": 0, "model": 1, "version": 2, "metric": 3, "Value": 4},
