@@ -17,8 +17,11 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
+
+from exporter.contract import spec
 
 SCRAPE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -32,10 +35,11 @@ class SelfMonitor:
         PlatformCollector(registry=registry)
         if GC_COLLECTOR is not None:  # None on interpreters without gc statistics
             GCCollector(registry=registry)
-        self.scrape_duration = Histogram(
-            "mlmon_scrape_duration_seconds",
-            "Time mlmon took to render /metrics (collect and encode); an exposition counts in the next one.",
-            buckets=SCRAPE_BUCKETS, registry=registry)
+        # The histogram is the contract's _bucket/_sum/_count only: no extra _created gauge (the
+        # collector's families have none either).
+        disable_created_metrics()
+        declared = spec("mlmon_scrape_duration_seconds")
+        self.scrape_duration = Histogram(declared.name, declared.help, buckets=SCRAPE_BUCKETS, registry=registry)
 
     def exposition(self) -> bytes:
         start = time.perf_counter()

@@ -14,12 +14,12 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from exporter.baseline import Baseline, load_baseline
 from exporter.batch import Batch
 from exporter.config import Config, ModelConfig
 from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
+from exporter.profile import Baseline, load_baseline
 from exporter.selfmon import SelfMonitor
 
 log = logging.getLogger("mlmon")

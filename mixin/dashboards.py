@@ -751,20 +751,61 @@ def distribution(title: str, description: str, feature: str) -> dict[str, Any]:
                         {"id": "color", "value": {"fixedColor": GREY, "mode": "fixed"}}]}])
 
 
-def fleet_drift(b: Board) -> None:
-    """Fleet-wide drift panels, from rules over the mergeable bin counters of every replica.
+FLEET = "model_feature:mlmon_feature_drift_fleet"
+FLEET_WINDOWS = (("1h", "last hour"), ("5m", "last 5 minutes"))
 
-    TODO(issue 8, fleet drift): replaced with the fleet drift rules' panels (two-sample chi-square on
-    the summed mlmon_feature_bin_total, exported critical values, full and recent windows) once those
-    rules land. Until then: the fleet PSI of the existing mlmon.drift.fleet.rules group.
-    """
+
+def fleet_over_threshold(window: str) -> str:
+    """Fleet chi-square / its threshold per feature: the two recordings carry the same labels."""
+    return (f"max by (feature) ({FLEET}_chi2:increase{window}{{{M}}} "
+            f"/ {FLEET}_threshold:increase{window}{{{M}}})")
+
+
+def fleet_drift(b: Board) -> None:
+    """Fleet drift (mlmon.drift.fleet.rules): the two-sample chi-square of every replica's summed
+    coarse-bin counters against the baseline, over the last hour and the last 5 minutes, which is
+    what MlmonFeatureDrift / MlmonPredictionDrift page on; each replica's own verdict beside it."""
     b.row("Fleet drift (all replicas together)")
-    b.add(timeseries("Fleet PSI per feature (last hour)", "PSI of the last hour of every replica's traffic "
-                     "together against the baseline, from the mergeable coarse-bin counters (recording rule "
-                     "model_feature:mlmon_feature_psi:ratio_rate1h; absent below min_samples). Per-replica scores "
-                     "above are each sidecar's own window.",
-                     [target(f"max by (feature) (model_feature:mlmon_feature_psi:ratio_rate1h{{{M}}})",
-                             "{{feature}}")], "none", min=0, calcs=["lastNotNull", "max"]), 24, 8)
+    for window, words in FLEET_WINDOWS:
+        b.add(timeseries(f"Fleet chi-square / threshold ({words})",
+                         f"Chi-square of the {words} of every replica's traffic together against the baseline "
+                         "(mergeable coarse-bin counters), divided by its threshold in force: the larger of the "
+                         "critical value at the configured false-alarm rate and the relevance floor n_eff × w². "
+                         "At or over 100% (dashed) the feature is flagged once the window holds min_samples "
+                         f"records; MlmonFeatureDrift fires on either window. Recording rules "
+                         f"{FLEET}_chi2:increase{window} / {FLEET}_threshold:increase{window}.",
+                         [target(fleet_over_threshold(window), "{{feature}}")], "percentunit",
+                         steps=thresholds((None, GREEN), (1, RED)), line_thresholds=True, min=0,
+                         calcs=["lastNotNull", "max"]), 12, 8)
+    verdict = {"0": {"text": "no", "index": 0}, "1": {"text": "DRIFT", "index": 1}}
+    b.add(table("Fleet verdict per feature", "The fleet verdict of each window (1 = the chi-square of every "
+                "replica's traffic together is over its threshold on at least min_samples records), the records "
+                "each window holds across the fleet, and how many replicas flag the feature on their own "
+                "(mlmon_feature_drift_detected, per replica, for debugging: a fleet drift can show in no "
+                "single replica).",
+                [target(f"max by (feature) ({FLEET}_detected:increase1h{{{M}}})", instant=True, fmt="table"),
+                 target(f"max by (feature) ({FLEET}_detected:increase5m{{{M}}})", instant=True, fmt="table"),
+                 target(f"sum by (feature) (model_feature:mlmon_feature_samples:increase1h{{{M}}})",
+                        instant=True, fmt="table"),
+                 target(f"sum by (feature) (model_feature:mlmon_feature_samples:increase5m{{{M}}})",
+                        instant=True, fmt="table"),
+                 target(f"sum by (feature) (mlmon_feature_drift_detected{{{M}}})", instant=True, fmt="table")],
+                "none", sort_by="Fleet 1h", decimals=0,
+                transformations=merge_table({"feature": "Feature", "Value #A": "Fleet 1h", "Value #B": "Fleet 5m",
+                                             "Value #C": "Records 1h", "Value #D": "Records 5m",
+                                             "Value #E": "Replicas flagging"}),
+                overrides=[{"matcher": {"id": "byName", "options": name}, "properties": [
+                    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                    {"id": "thresholds", "value": COUNT_BAD_STEPS},
+                    {"id": "color", "value": {"mode": "thresholds"}},
+                    {"id": "mappings", "value": [{"type": "value", "options": verdict}]}]}
+                    for name in ("Fleet 1h", "Fleet 5m")]), 12, 9)
+    b.add(state_timeline("Replica verdicts", "Each replica's own verdict per feature over time "
+                         "(mlmon_feature_drift_detected: its full or recent window over the threshold in force). "
+                         "For debugging beside the fleet verdict; it never pages on its own.",
+                         [target(f"max by (instance, feature) (mlmon_feature_drift_detected{{{M}}})",
+                                 "{{instance}} {{feature}}")], "none", steps=COUNT_BAD_STEPS,
+                         mappings=[{"type": "value", "options": verdict}]), 12, 9)
 
 
 def drift() -> dict[str, Any]:
@@ -775,10 +816,9 @@ def drift() -> dict[str, Any]:
                query_var("feature", "Feature", f"label_values(mlmon_baseline_bin_ratio{{{FEATURES}}}, feature)",
                          multi=False, include_all=False)],
               [deploy_annotation()], time_from="now-24h")
-    # Each feature against the threshold of its own detection method (the only method with a
-    # threshold series: by default wasserstein for numeric, psi for categorical features), so every
-    # feature appears on one scale. chi2 is judged on a p-value and cannot be put on that scale.
-    threshold = f'(mlmon_feature_drift_threshold{{{FEATURES}, method!="chi2"}} > 0)'
+    # Each feature against the threshold in force of its own detection method (the only method with
+    # a threshold series), at the window's n, so every feature appears on one scale.
+    threshold = f'(mlmon_feature_drift_threshold{{{FEATURES}}} > 0)'
     own_ratio = f"mlmon_feature_drift_score{{{FEATURES}}} / {threshold}"
     score_ratio = f"max by (feature) ({own_ratio})"
 
@@ -844,11 +884,17 @@ def drift() -> dict[str, Any]:
                        "$feature over the selected time range against the training baseline. Numeric bins are "
                        "baseline deciles (0..9); categorical bins are categories (rare ones as __other__).",
                        "$feature"), 12, 9)
-    b.add(timeseries("$feature: drift score per method", "Every drift method's score for $feature; dashed "
-                     "lines are the configured thresholds (chi2 is judged on its p-value and shown without one).",
+    b.add(timeseries("$feature: drift score per method", "Every drift method's score for $feature over the full "
+                     "window; for the detection method also the threshold in force (dashed: the null quantile at "
+                     "the window's n at the configured false-alarm rate, raised to the relevance floor, so it falls "
+                     "as the window fills), and the recent window's score against its own threshold.",
                      [target(f'max by (method) (mlmon_feature_drift_score{{{M}, feature="$feature"}})', "{{method}}"),
-                      target(f'max by (method) (mlmon_feature_drift_threshold{{{M}, feature="$feature", '
-                             f'method!="chi2"}})', "{{method}} threshold")],
+                      target(f'max by (method) (mlmon_feature_drift_threshold{{{M}, feature="$feature"}})',
+                             "{{method}} threshold"),
+                      target(f'max by (method) (mlmon_feature_drift_recent_score{{{M}, feature="$feature"}})',
+                             "{{method}} recent"),
+                      target(f'max by (method) (mlmon_feature_drift_recent_threshold{{{M}, feature="$feature"}})',
+                             "{{method}} recent threshold")],
                      "none", overrides=[dashed(".* threshold", RED)], min=0), 12, 9)
 
     b.row("Prediction")

@@ -302,7 +302,7 @@ def build_fixtures(cfg: MixinConfig) -> dict[str, str]:
     of ``mixin/tests`` mapped to the config's."""
     swaps = [(f'job="{REFERENCE_JOB}"', f'job="{cfg.job}"'), (f"job: {REFERENCE_JOB}\n", f"job: {cfg.job}\n"),
              (f"var-job={REFERENCE_JOB}", f"var-job={cfg.job}"), (f"job {REFERENCE_JOB} ", f"job {cfg.job} "),
-             (f"(job {REFERENCE_JOB})", f"(job {cfg.job})"),
+             (f"(job {REFERENCE_JOB})", f"(job {cfg.job})"), (f"job {REFERENCE_JOB}:", f"job {cfg.job}:"),
              (REFERENCE_GRAFANA, cfg.grafana_url), (REFERENCE_RUNBOOKS, cfg.runbook_url)]
     files = {}
     for path in sorted(FIXTURE_DIR.glob("*.test.yml")):

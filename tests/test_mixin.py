@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import require_tool
+from helpers import require_tool
 
 from mixin import config as mixin_config
 from mixin.__main__ import build_all

@@ -57,7 +57,7 @@ def load_json(data: bytes | bytearray | memoryview | str, field: str = "body") -
             text = data.decode("utf-8") if isinstance(data, bytes) else data
             return json.loads(text)
         except (ValueError, RecursionError):
-            raise PayloadError(field, f"not valid JSON: {first}") from None
+            raise PayloadError(field, f"not valid JSON (malformed JSON: {first})") from None
 
 
 def ensure_json(body: Any, field: str = "body") -> Any:
