@@ -20,7 +20,8 @@ if str(ROOT) not in sys.path:
 from exporter.contract import METRICS, THEMES  # noqa: E402
 
 OUTPUT = ROOT / "docs" / "metrics.md"
-TITLES = {"build": "Build", "traffic": "Traffic", "features": "Feature distributions and data quality",
+TITLES = {"build": "Build", "self": "Self-monitoring", "traffic": "Traffic",
+          "features": "Feature distributions and data quality",
           "drift": "Drift", "outcomes": "Labels, model quality, fairness and health", "slo": "SLOs"}
 
 

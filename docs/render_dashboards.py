@@ -12,8 +12,10 @@ shortened to 5 s so alerts fire during the run). It then reads each dashboard's 
 every panel where its ``gridPos`` puts it on Grafana's 24-column grid, from the panel's own
 queries run through ``query_range`` (time series, state timelines, stat sparklines) or ``query``
 (instant targets: tables, bar charts, bar gauges): template variables get a value of the running
-stack, ``$__rate_interval`` is 15 s and ``$__range`` the rendered range. Repeated rows and panels
-are repeated over every value, as Grafana does with "All".
+stack, ``$__interval`` / ``$__rate_interval`` are computed from the scrape interval as Grafana does
+(``--scrape-interval``: 1 s for the demo stack, Grafana's default 15 s for ``--prometheus``) and
+``$__range`` is the rendered range. Repeated rows and panels are repeated over every value, as
+Grafana does with "All". Deploy markers are drawn where the annotation query's series start.
 
 Needs matplotlib (``pip install matplotlib``) and the ``prometheus`` binary on PATH.
 """
@@ -64,7 +66,6 @@ NAMED = {"green": "#73bf69", "yellow": "#fade2a", "orange": "#ff9830", "red": "#
 PALETTE = ["#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9", "#705da0",
            "#37872d", "#fade2a", "#447ebc", "#c15c17", "#890f02", "#0a437c", "#6d1f62", "#584477"]
 
-RATE_INTERVAL = "15s"
 STEP = 2.0  # s between points of range queries
 
 
@@ -114,6 +115,11 @@ def fmt(v: float | None, unit: str = "none", decimals: int | None = None) -> str
             if abs(v) >= div:
                 return f"{_number(v / div, decimals)}{suffix}"
         return _number(v, decimals)
+    if unit == "bytes":  # Grafana's IEC bytes
+        for div, suffix in ((2**30, " GiB"), (2**20, " MiB"), (2**10, " KiB")):
+            if abs(v) >= div:
+                return f"{_number(v / div, decimals)}{suffix}"
+        return f"{_number(v, decimals)} B"
     if unit.startswith("suffix:"):
         return f"{_number(v, decimals)}{unit.removeprefix('suffix:')}"
     return _number(v, decimals)
@@ -712,13 +718,24 @@ DRAW: dict[str, Callable[[PanelCtx], bool]] = {
 # ------------------------------------------------------------------------------------------------
 # Dashboards
 
+def annotation_starts(src: Source, ann: dict[str, Any]) -> list[float]:
+    """Times of an annotation query's events: the value (ms) with ``useValueForTime``, else where
+    each run of consecutive points of a series begins (Grafana joins a run into one region)."""
+    if ann.get("useValueForTime"):
+        return [s.last / 1000 for s in src.series({"expr": ann["expr"]}, instant=True) if s.last]
+    starts = []
+    for s in src.series({"expr": ann["expr"]}, instant=False):
+        gaps = np.flatnonzero(np.diff(s.t) > 1.5 * STEP) + 1
+        starts += [float(s.t[i]) for i in (0, *gaps) if s.t.size]
+    return starts
+
+
 def render_dashboard(dashboard: dict[str, Any], prom: Prometheus, start: float, end: float,
-                     drift_at: float | None, out: Path) -> list[str]:
+                     drift_at: float | None, out: Path, scrape_interval: float) -> list[str]:
     """Draw one dashboard; returns the titles of panels that had no data."""
     prom_url = prom.url
-    values = live.resolve_variables(prom, dashboard)
-    values.update({"__rate_interval": RATE_INTERVAL, "__interval": f"{STEP:g}s",
-                   "__range": f"{round(end - start)}s", "__range_s": str(round(end - start))})
+    builtins = live.grafana_builtins(scrape_interval, range_s=round(end - start))
+    values = live.resolve_variables(prom, dashboard, builtins)
     choices: dict[str, list[str]] = {}
     for var in dashboard["templating"]["list"]:
         if var.get("type") == "query":
@@ -737,9 +754,8 @@ def render_dashboard(dashboard: dict[str, Any], prom: Prometheus, start: float, 
     canvas = Canvas(rows, dashboard["title"], subtitle)
     deploys = []
     for ann in dashboard["annotations"]["list"]:
-        if ann.get("expr") and ann.get("enable") and ann.get("useValueForTime"):
-            src = Source(prom_url, start, end, values)
-            deploys += [s.last / 1000 for s in src.series({"expr": ann["expr"]}, instant=True) if s.last]
+        if ann.get("expr") and ann.get("enable") and ann.get("name") == "Deploys":
+            deploys += annotation_starts(Source(prom_url, start, end, values), ann)
     empty = []
     for pl in placed:
         p = pl.panel
@@ -794,12 +810,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prometheus", metavar="URL",
                         help="render the last --duration seconds of this running Prometheus instead of starting "
                              "the demo stack (e.g. http://localhost:9090 of docker-compose.yml)")
+    parser.add_argument("--scrape-interval", type=float, metavar="SECONDS",
+                        help="the data source's scrape interval for $__rate_interval (default: 1 for the demo "
+                             "stack, which scrapes every second; 15, Grafana's default, with --prometheus)")
     parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: docs/img)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.prometheus:
         end = time.time()
-        return render_all(Prometheus(args.prometheus.rstrip("/"), None), end - args.duration, end, None, args.out)
+        return render_all(Prometheus(args.prometheus.rstrip("/"), None), end - args.duration, end, None, args.out,
+                          args.scrape_interval or 15.0)
     if shutil.which("prometheus") is None:
         print("prometheus is not on PATH (apt-get install prometheus)", file=sys.stderr)
         return 2
@@ -812,14 +832,16 @@ def main(argv: list[str] | None = None) -> int:
             start = time.time()
             print(f"demo traffic for {args.duration:g} s, drift after {args.drift_after:g} s ...", flush=True)
             time.sleep(args.duration)
-            return render_all(prom, start + 5, time.time(), start + args.drift_after, args.out)
+            return render_all(prom, start + 5, time.time(), start + args.drift_after, args.out,
+                              args.scrape_interval or 1.0)
 
 
-def render_all(prom: Prometheus, start: float, end: float, drift_at: float | None, out_dir: Path) -> int:
+def render_all(prom: Prometheus, start: float, end: float, drift_at: float | None, out_dir: Path,
+               scrape_interval: float) -> int:
     failed = 0
     for dashboard in live.load_dashboards().values():
         path = out_dir / f"{dashboard['uid']}.png"
-        empty = render_dashboard(dashboard, prom, start, end, drift_at, path)
+        empty = render_dashboard(dashboard, prom, start, end, drift_at, path, scrape_interval)
         size = path.stat().st_size
         shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
         print(f"wrote {shown} ({size // 1024} KB)" + (f"; panels without data: {empty}" if empty else ""))

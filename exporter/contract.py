@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-THEMES = ("build", "traffic", "features", "drift", "outcomes", "slo")
+THEMES = ("build", "self", "traffic", "features", "drift", "outcomes", "slo")
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,11 @@ def _m(name: str, kind: Kind, labels: str, unit: str, help: str, theme: str, doc
 
 METRICS: tuple[MetricSpec, ...] = (
     _m("mlmon_build_info", "gauge", "version", "", "mlmon build; always 1.", "build"),
+    # ---- self-monitoring (exporter/selfmon.py; prometheus_client's process_*/python_* are not ours)
+    _m("mlmon_scrape_duration_seconds", "histogram", "", "seconds",
+       "Time mlmon took to render /metrics (collect and encode); an exposition counts in the next one.", "self",
+       "Observed by `exporter/selfmon.py`, not the collector. The sidecar also exposes prometheus_client's "
+       "`process_*`, `python_info` and `python_gc_*` families, which are not part of this contract."),
     # ---- traffic
     _m("mlmon_predictions", "counter", "model version", "", "Prediction records ingested.", "traffic"),
     _m("mlmon_prediction_errors", "counter", "model version", "", "Records the model server marked as failed.",

@@ -238,8 +238,9 @@ class MlmonCollector(Collector):
         self._on_scrape = on_scrape
 
     def describe(self) -> list[Metric]:
-        """Every family of the contract (empty), so the registry refuses a clashing collector."""
-        return [_family(m) for m in METRICS]
+        """Every family of the contract this collector renders (empty), so the registry refuses a
+        clashing collector; the self-monitoring ones are exporter/selfmon.py's."""
+        return [_family(m) for m in METRICS if m.theme != "self"]
 
     def collect(self) -> Iterator[Metric]:
         if self._on_scrape is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.batch import PayloadError
@@ -112,7 +112,7 @@ def create_app(service: Service, token: str | None = None) -> Flask:
 
     @app.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(service.registry), mimetype=None,
+        return Response(service.selfmon.exposition(), mimetype=None,
                         headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.get("/healthz")

@@ -20,6 +20,7 @@ from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
 from exporter.profile import Baseline, load_baseline
+from exporter.selfmon import SelfMonitor
 
 log = logging.getLogger("mlmon")
 
@@ -45,6 +46,7 @@ class Service:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
                                               self.unattributed_rejections, self.wake_if_stale))
+        self.selfmon = SelfMonitor(self.registry)
 
     @staticmethod
     def _load(model: ModelConfig) -> Baseline:

@@ -66,12 +66,13 @@ class Exporter:
 
 @contextmanager
 def demo_exporter(rate: float = 200.0, drift_after: float = 0.0, label_delay: float = 0.5,
-                  latency_scale: float = 1.0, plan: DriftPlan | None = None) -> Iterator[Exporter]:
+                  latency_scale: float = 1.0, plan: DriftPlan | None = None, port: int = 0) -> Iterator[Exporter]:
     """The demo model and traffic through the real HTTP API; drift from ``drift_after`` seconds.
 
     ``latency_scale`` multiplies reported latencies (e.g. 20 makes most requests break a 100 ms SLO).
+    ``port`` (default: a free one) lets a test restart a sidecar behind the same scrape target.
     """
-    service = Service(demo_config(0), {MODEL: demo_baseline()})
+    service = Service(demo_config(port), {MODEL: demo_baseline()})
     server = build_server(service)
     service.start()
     threading.Thread(target=run_server, args=(server,), daemon=True).start()

@@ -6,8 +6,8 @@ One stack for the module, every process on 127.0.0.1, started here and stopped b
   start (monthly_charges, support_calls, contract shift; concept drift) and latencies multiplied
   by 20, so ~99 % of the predictions break the demo's 100 ms latency SLO (objective 99 %);
 * a real Prometheus scraping it every second with copies of the shipped rules whose ``for:`` is
-  shortened to 5 s and whose group intervals are the test's 1 s (so the 5-minute fleet-PSI group
-  is evaluated too); nothing else in the rules is changed;
+  shortened to 5 s, evaluated every second (the fleet drift rules included); nothing else in the
+  rules is changed;
 * a real Alertmanager with a copy of ``alerting/alertmanager.yml`` in which ONLY two things
   change: the placeholder receiver URLs ``http://127.0.0.1:9095/{pager,ticket,retraining}`` point
   at the test's webhook sink (same paths, so each path identifies its receiver), and the
@@ -269,7 +269,9 @@ def test_drift_alert_reaches_ticket_and_retraining(stack: Stack):
                 assert f"Flagged on its own by {stack.exporter.target}." in desc, desc
                 assert "{{" not in desc and "<no value>" not in desc and "n/a" not in desc.split("last 5")[0], desc
                 assert ann["runbook_url"] == RUNBOOK_BASE + "mlmonfeaturedrift"
-                assert ann["dashboard_url"] == f"{GRAFANA_BASE}/d/mlmon-drift?var-model=churn&var-feature={feature}"
+                # A fleet alert: no instance label, so the link opens every replica of the job.
+                assert ann["dashboard_url"] == (f"{GRAFANA_BASE}/d/mlmon-drift?var-job=mlmon&var-model=churn"
+                                                f"&var-feature={feature}")
 
         # A warning pages nobody.
         assert not stack.delivered("/pager", alertname="MlmonFeatureDrift")
@@ -300,7 +302,11 @@ def test_latency_slo_burn_pages(stack: Stack):
         assert "Predictions slower than 100ms count as bad" in desc, desc
         assert "{{" not in desc and "<no value>" not in desc, desc
         assert ann["runbook_url"] == RUNBOOK_BASE + "mlmonsloerrorbudgetburn"
-        assert ann["dashboard_url"] == f"{GRAFANA_BASE}/d/mlmon-service?var-model=churn"
+        # The link opens the burn-rate panel of the on-call dashboard (viewPanel = its id there).
+        service = json.loads((ROOT / "grafana/dashboards/service.json").read_text(encoding="utf-8"))
+        [burn_panel] = [p["id"] for p in service["panels"] if p["title"] == "Burn rate now, per window"]
+        assert ann["dashboard_url"] == (f"{GRAFANA_BASE}/d/mlmon-service?var-job=mlmon&var-model=churn"
+                                        f"&viewPanel={burn_panel}")
         # A page is not also a ticket, and never goes to the retraining pipeline.
         assert not stack.delivered("/ticket", alertname="MlmonSLOErrorBudgetBurn", severity="critical")
         assert not stack.delivered("/retraining", alertname="MlmonSLOErrorBudgetBurn")
@@ -437,8 +443,8 @@ def test_every_rule_is_healthy(stack: Stack):
     with diagnostics(stack):
         loaded = _rules_api(stack.prom)
         assert len(loaded) == len(rules()), "Prometheus did not load every rule"
-        # Every group runs every second in this stack (the fleet-PSI group's 5m interval is dropped in
-        # the copies): wait until every rule has been evaluated at least once, then for two more rounds.
+        # Every group runs every second in this stack: wait until every rule has been evaluated at
+        # least once, then for two more rounds.
         wait_until(lambda: all(r["health"] != "unknown" for r in _rules_api(stack.prom)), WAIT,
                    what="every rule evaluated")
         time.sleep(2.5)

@@ -17,7 +17,6 @@ dashboard follows mlmon's conventions (DESIGN.md, "Alerting and dashboards"):
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -27,6 +26,8 @@ import pytest
 import yaml
 
 from exporter.contract import series_names
+from mixin import config as mixin_config
+from mixin.dashboards import build_dashboards
 
 ROOT = Path(__file__).resolve().parents[1]
 GRAFANA = ROOT / "grafana"
@@ -43,6 +44,7 @@ EXPECTED_UIDS = {
 SCHEMA_VERSION = 39
 COUNTER_SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 RANGE_FUNCTIONS = {"rate", "increase"}
+OVER_TIME_FUNCTIONS = {"max_over_time", "count_over_time"}
 WINDOW_VARIABLES = {"$__rate_interval", "$__range"}
 SLO_WINDOWS = {"5m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"}  # DESIGN.md burn-rate policy + period
 GROUPING = {"by", "without", "on", "ignoring", "group_left", "group_right"}
@@ -109,7 +111,9 @@ def lint_expr(expr: str) -> list[str]:
             else:
                 problems.append(f"range [{window}] on {last_metric}: use $__rate_interval "
                                 f"(or $__range for whole-range totals): {expr}")
-            if not stack or stack[-1] not in RANGE_FUNCTIONS:
+            alerts_over_range = (last_metric == "ALERTS" and window == "$__range" and stack
+                                 and stack[-1] in OVER_TIME_FUNCTIONS)  # incidents in the range
+            if (not stack or stack[-1] not in RANGE_FUNCTIONS) and not alerts_over_range:
                 problems.append(f"range [{window}] outside rate()/increase(): {expr}")
     if not depth_ok or stack:
         problems.append(f"unbalanced parentheses: {expr}")
@@ -237,13 +241,6 @@ def lint_dashboard(dashboard: dict[str, Any]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------------
 
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_dashboards", GRAFANA / "build_dashboards.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _dashboards() -> dict[str, dict[str, Any]]:
     return {p.name: json.loads(p.read_text(encoding="utf-8")) for p in sorted(DASHBOARD_DIR.glob("*.json"))}
 
@@ -312,16 +309,16 @@ def test_lint_expr(expr, expected):
 
 
 def test_committed_json_matches_generator():
-    built = _load_builder().build_all()
+    built = build_dashboards(mixin_config.load())
     assert set(built) == {p.name for p in DASHBOARD_DIR.glob("*.json")}
     for name, text in built.items():
         assert (DASHBOARD_DIR / name).read_text(encoding="utf-8") == text, (
-            f"{name} differs from grafana/build_dashboards.py output; run python grafana/build_dashboards.py")
+            f"{name} differs from the mixin's output; run python -m mixin")
 
 
 def test_generator_is_deterministic():
-    builder = _load_builder()
-    assert builder.build_all() == builder.build_all()
+    cfg = mixin_config.load()
+    assert build_dashboards(cfg) == build_dashboards(cfg)
 
 
 def test_dashboards_link_to_each_other():
@@ -340,16 +337,24 @@ def test_dashboard_specifics():
     exprs = {name: " ".join(t["expr"] for p in b["panels"] for t in p.get("targets", []))
              for name, b in boards.items()}
     assert "mlmon_model_health_score" in exprs["overview.json"]
-    assert 'ALERTS{alertname=~"Mlmon.*", alertstate="firing"' in exprs["overview.json"]
+    assert 'ALERTS{job=~"$job", alertname=~"Mlmon.*", alertstate="firing"' in exprs["overview.json"]
     assert "mlmon_slo_latency_threshold_seconds" in exprs["service.json"]
     assert "histogram_quantile(0.99" in exprs["service.json"]
     assert '"__prediction__"' in exprs["drift.json"] and "mlmon_baseline_bin_ratio" in exprs["drift.json"]
     assert "mlmon_confusion_total" in exprs["quality.json"] and "mlmon_fairness_gap" in exprs["quality.json"]
-    deploys = [a for a in boards["service.json"]["annotations"]["list"]
-               if "first_seen" in a.get("expr", "")]
-    assert deploys and deploys[0]["useValueForTime"] and "* 1000" in deploys[0]["expr"]
-    drift_vars = {v["name"] for v in boards["drift.json"]["templating"]["list"]}
-    assert "feature" in drift_vars
+    # Deploy markers come from traffic (a restart resets no rate), never from in-memory first-seen times.
+    deploys = [a for a in boards["service.json"]["annotations"]["list"] if a.get("name") == "Deploys"]
+    assert deploys and "model_version:mlmon_predictions:rate5m" in deploys[0]["expr"]
+    assert "first_seen" not in json.dumps(boards)
+    for name, board in boards.items():
+        names = [v["name"] for v in board["templating"]["list"]]
+        assert names[:5] == ["datasource", "job", "instance", "model", "version"], (name, names)
+    assert "feature" in {v["name"] for v in boards["drift.json"]["templating"]["list"]}
+    # Every panel query is scoped to the job and replica variables.
+    for name, board in boards.items():
+        for p in board["panels"]:
+            for t in p.get("targets", []):
+                assert 'job=~"$job"' in t["expr"], (name, p["title"], t["expr"])
 
 
 def _contract_text() -> str | None:
@@ -366,7 +371,7 @@ def test_dashboards_use_only_contract_metrics():
         texts += [a.get("expr", "") for a in dashboard["annotations"]["list"]]
         texts += [v.get("definition", "") for v in dashboard["templating"]["list"]]
         for text in texts:
-            used.update(re.findall(r"\bmlmon_[a-z0-9_]+", text))
+            used.update(re.findall(r"(?<![\w:])mlmon_[a-z0-9_]+(?![\w:])", text))  # raw, not recorded
     documented = set(re.findall(r"\bmlmon_[a-z0-9_]+", contract))
     # histograms are documented by their base name
     documented |= {f"{m}{s}" for m in documented for s in ("_bucket", "_count", "_sum")}

@@ -21,6 +21,7 @@ Needs the ``prometheus`` binary: skipped without it on a workstation, a failure 
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from collections.abc import Iterator
@@ -49,10 +50,25 @@ ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 RULE_DIR = ROOT / "alerting" / "rules"
 
-# Grafana's built-in variables as Grafana fills them for a few minutes' range over 1 s scrapes:
-# $__rate_interval = max($__interval + scrape interval, 4 × scrape interval).
-BUILTINS = {"__rate_interval": "10s", "__interval": "5s", "__interval_ms": "5000", "__range": "5m",
-            "__range_s": "300", "__range_ms": "300000"}
+
+
+def grafana_builtins(scrape_interval_s: float, range_s: int = 300, max_data_points: int = 1000) -> dict[str, str]:
+    """Grafana's built-in interval variables as Grafana computes them for a Prometheus data source
+    whose "scrape interval" setting is ``scrape_interval_s``: ``$__interval`` is range / max data
+    points, at least the scrape interval (the data source's minimum interval), and
+    ``$__rate_interval = max($__interval + scrape interval, 4 × scrape interval)`` — so a rate always
+    spans enough scrapes to hold two samples."""
+    interval = max(scrape_interval_s, math.ceil(range_s / max_data_points))
+    rate_interval = max(interval + scrape_interval_s, 4 * scrape_interval_s)
+    return {"__rate_interval": f"{rate_interval:g}s", "__interval": f"{interval:g}s",
+            "__interval_ms": f"{interval * 1000:g}", "__range": f"{range_s}s", "__range_s": str(range_s),
+            "__range_ms": str(range_s * 1000)}
+
+
+# The stack scrapes every second; the dashboards must also work for the data source settings of
+# common deployments (15 s, Grafana's default, and 60 s), whose longer $__rate_interval is checked too.
+SCRAPE_INTERVALS = (1, 15, 60)
+BUILTINS = grafana_builtins(1)
 
 # Which value of a template variable the queries are run with when the stack has several; otherwise
 # the variable's saved default, else the first value in alphabetical order (Grafana's sort: 1).
@@ -61,7 +77,7 @@ PREFERRED = {"feature": "monthly_charges", "metric": "accuracy"}
 # Queries that legitimately return nothing against this stack, keyed by query id
 # ("<dashboard uid>: <panel title> [<refId>]", "<uid>: annotation <name>", "<uid>: variable <name>"),
 # by panel title (every query of the panel) or by the query text after substitution, with the reason.
-# Nothing is listed today: the exporter creates its counters at 0 for every feature and reason
+# Nothing is listed: the exporter creates its counters at 0 for every feature and reason
 # (type errors, unknown fields, rejected records, expired labels all return a 0 series), and
 # the drift injected from the start fires MlmonFeatureDrift within seconds (``for:`` is shortened),
 # so the ALERTS panels have a firing alert to show.
@@ -140,9 +156,10 @@ def label_values(prom: Prometheus, definition: str) -> list[str]:
     return sorted(body["data"])
 
 
-def resolve_variables(prom: Prometheus, dashboard: dict[str, Any]) -> dict[str, str]:
+def resolve_variables(prom: Prometheus, dashboard: dict[str, Any],
+                      builtins: dict[str, str] | None = None) -> dict[str, str]:
     """A real value for every template variable, resolved in order (later ones use earlier ones)."""
-    values = dict(BUILTINS)
+    values = dict(builtins or BUILTINS)
     for var in dashboard.get("templating", {}).get("list", []):
         name = var["name"]
         if var.get("type") == "datasource":
@@ -229,11 +246,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(exporter, prom, started)
 
 
-def test_every_dashboard_query_returns_data(stack: Stack):
+def test_grafana_builtins_match_grafana():
+    assert grafana_builtins(15)["__rate_interval"] == "60s" and grafana_builtins(15)["__interval"] == "15s"
+    assert grafana_builtins(60)["__rate_interval"] == "240s"
+    # A long range: $__interval grows with it and $__rate_interval follows.
+    assert grafana_builtins(15, range_s=7 * 86400)["__interval"] == "605s"
+    assert grafana_builtins(15, range_s=7 * 86400)["__rate_interval"] == "620s"
+
+
+@pytest.mark.parametrize("scrape_interval", SCRAPE_INTERVALS, ids=lambda s: f"scrape{s}s")
+def test_every_dashboard_query_returns_data(stack: Stack, scrape_interval: int):
     prom = stack.prom
     queries: list[tuple[Query, str, dict[str, str]]] = []
     for dashboard in load_dashboards().values():
-        values = resolve_variables(prom, dashboard)
+        values = resolve_variables(prom, dashboard, grafana_builtins(scrape_interval))
         queries += [(q, substitute(q.expr, values), values) for q in dashboard_queries(dashboard)]
     assert len(queries) > 50, "expected the four dashboards' queries"
 
@@ -285,7 +311,7 @@ def test_dashboard_metrics_exist(stack: Stack):
 
     problems = []
     for name, where in sorted(used.items()):
-        if name in {"ALERTS", "up"} or name in recorded:
+        if name in {"ALERTS", "up", "scrape_duration_seconds"} or name in recorded:
             continue
         family = family_of(name, families)
         if family is None and families.get(name) in {"histogram", "summary"}:

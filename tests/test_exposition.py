@@ -59,6 +59,31 @@ def test_exposition_has_help_types_and_base_units(live_server):
     assert 'mlmon_feature_drift_detected{feature="__prediction__",model="shop"}' in text
 
 
+def test_self_monitoring_process_runtime_and_scrape_duration(live_server):
+    """The sidecar's own cost: process and Python runtime collectors, and how long a scrape takes."""
+    import os
+    import re
+
+    first = live_server.get("/metrics").text
+    text = live_server.get("/metrics").text
+
+    def value(name: str, body: str) -> float:
+        m = re.search(rf"^{re.escape(name)} (\S+)$", body, re.M)
+        assert m, f"{name} missing from /metrics"
+        return float(m[1])
+
+    rss = value("process_resident_memory_bytes", text)
+    with open(f"/proc/{os.getpid()}/status", encoding="ascii") as fh:  # the server runs in this process
+        vm_rss = int(re.search(r"^VmRSS:\s+(\d+) kB", fh.read(), re.M)[1]) * 1024
+    assert abs(rss - vm_rss) / vm_rss < 0.2, (rss, vm_rss)
+    assert value("process_cpu_seconds_total", text) > 0
+    assert value("process_open_fds", text) > 0
+    assert "python_info{" in text and "python_gc_objects_collected_total{" in text
+    # Each exposition is timed and counted in the next one.
+    assert value("mlmon_scrape_duration_seconds_count", text) == value("mlmon_scrape_duration_seconds_count", first) + 1
+    assert 0 < value("mlmon_scrape_duration_seconds_sum", text) < 5
+
+
 def test_per_bin_series_can_be_switched_off(small_baseline):
     """drift.export_bins: false drops the per-bin series (the fleet rules' input) and nothing else."""
     for export_bins in (True, False):

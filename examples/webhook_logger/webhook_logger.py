@@ -1,6 +1,6 @@
 """A webhook receiver that logs the alerts Alertmanager delivers: one line per alert, on stdout.
 
-    python webhook_logger.py            # listens on 0.0.0.0:$PORT (5001)
+    python webhook_logger.py            # listens on $HOST:$PORT (127.0.0.1:5001)
     docker-compose logs -f webhook-logger
 
 Accepts Alertmanager's webhook payload (version 4) on any path, so several receivers can point
@@ -79,9 +79,11 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Loopback by default (it shares Alertmanager's network namespace in docker-compose.yml).
+    host = os.environ.get("HOST", "127.0.0.1")
     port = int(os.environ.get("PORT", "5001"))
-    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
-    print(f"webhook logger listening on 0.0.0.0:{port}", flush=True)
+    server = ThreadingHTTPServer((host, port), Handler)
+    print(f"webhook logger listening on {host}:{port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
     return 0

@@ -1,33 +1,31 @@
-#!/usr/bin/env python3
-"""Generate mlmon's Grafana dashboards as reviewable, deterministic JSON.
+"""mlmon's Grafana dashboards as reviewable, deterministic JSON, built from the mixin config.
 
-    python grafana/build_dashboards.py           # (re)write grafana/dashboards/*.json
-    python grafana/build_dashboards.py --check   # exit 1 if the committed JSON is out of date
-
-Four dashboards, linked to each other, all reading the metric contract of DESIGN.md:
+Generated with the rules by ``python -m mixin`` (``--check`` in CI). Four dashboards, linked to each
+other, all reading the metric contract of DESIGN.md; the README maps them onto the three views:
 
 * ``mlmon-overview`` — executive: one row per model (repeated over ``$model``).
-* ``mlmon-service``  — on-call: latency vs SLO, traffic, errors, burn rates, alerts, freshness.
+* ``mlmon-service``  — on-call: latency vs SLO, traffic, versions serving, errors, burn rates,
+  alerts, freshness, and the sidecars' own resource use (self-monitoring).
 * ``mlmon-drift``    — debug: drift per feature, distributions now vs baseline, data quality.
-* ``mlmon-quality``  — model quality vs baseline and threshold, confusion matrix, labels, fairness.
+* ``mlmon-quality``  — model quality per replica vs baseline and threshold, confusion matrix,
+  labels, fairness.
 
-Conventions (enforced by ``tests/test_dashboards.py``): a ``datasource`` variable, ``model`` /
-``version`` variables from ``label_values()``, counters only inside ``rate()`` / ``increase()``
-over ``$__rate_interval`` (``$__range`` for whole-range totals, fixed SLO windows for burn
-rates), a unit and a description on every panel, ids and grid positions assigned here in
-order, keys sorted. Only the standard library is used.
+Panels are written with ``model`` / ``version`` / ``feature`` matchers only; ``scope_dashboard``
+then adds the deployment selectors (``job``, ``instance`` and the config's grouping labels, each a
+template variable) to every raw and recorded series, so a job rename is one config change.
+Conventions (enforced by ``tests/test_dashboards.py``): a ``datasource`` variable, counters only
+inside ``rate()`` / ``increase()`` over ``$__rate_interval`` (``$__range`` for whole-range totals,
+fixed SLO windows for burn rates), a unit and a description on every panel, ids and grid
+positions assigned here in order, keys sorted. Only the standard library is used.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-OUT_DIR = HERE / "dashboards"
+from mixin.config import MixinConfig
+from mixin.promql import scope
 
 SCHEMA_VERSION = 39
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -58,10 +56,9 @@ DASHBOARDS = {
     "quality": ("mlmon-quality", "mlmon / Quality"),
 }
 
-# SLO burn-rate policy of DESIGN.md: (long window, short window, burn-rate factor, severity).
-BURN_POLICY = [("1h", "5m", 14.4, "page"), ("6h", "30m", 6, "page"), ("1d", "2h", 3, "ticket"),
-               ("3d", "6h", 1, "ticket")]
-SLO_PERIOD = "30d"
+# The config being built. The panel functions read it (burn-rate policy, SLO period, serving share);
+# build_dashboards() sets it before calling them.
+CFG = MixinConfig()
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,18 +79,15 @@ def quantile(q: float, metric: str, matchers: str, by: str) -> str:
 
 
 def burn_rate(window: str, by: str = "model, slo", matchers: str = M) -> str:
-    """Error ratio over ``window`` divided by the error budget (1 - objective)."""
-    bad = f"sum by ({by}) ({rate('mlmon_slo_bad_events_total', matchers, window)})"
-    all_ = f"sum by ({by}) ({rate('mlmon_slo_events_total', matchers, window)})"
-    return f"({bad} / {all_}) / on({by}) (1 - max by ({by}) (mlmon_slo_objective_ratio{{{matchers}}}))"
+    """Error ratio over ``window`` / error budget, from the recording rule the alerts use (the same
+    number the alert compares, computed once per evaluation, not per dashboard refresh)."""
+    return f"max by ({by}) (model_slo:mlmon_slo_burn_rate:ratio_rate{window}{{{matchers}}})"
 
 
 def budget_remaining(by: str = "model, slo", matchers: str = M) -> str:
-    """Share of the 30-day error budget left: 1 - consumed / allowed (negative when overspent)."""
-    bad = f"sum by ({by}) ({increase('mlmon_slo_bad_events_total', matchers, SLO_PERIOD)})"
-    all_ = f"sum by ({by}) ({increase('mlmon_slo_events_total', matchers, SLO_PERIOD)})"
-    return (f"1 - ({bad} / {all_}) / on({by}) "
-            f"(1 - max by ({by}) (mlmon_slo_objective_ratio{{{matchers}}}))")
+    """Share of the period's error budget left (negative when overspent), from its recording rule:
+    a raw increase(...[30d]) would re-read a month of every replica's counters on each refresh."""
+    return f"max by ({by}) (model_slo:mlmon_slo_error_budget_remaining:ratio_rate{CFG.slo_period}{{{matchers}}})"
 
 
 def zero_if_absent(expr: str, like: str) -> str:
@@ -130,7 +124,8 @@ def dashed(name_regex: str, color: str) -> dict[str, Any]:
 
 def link(title: str, uid: str, params: str = "") -> dict[str, Any]:
     """A panel link to another mlmon dashboard, keeping the time range and data source."""
-    query = "var-datasource=${datasource}&${__url_time_range}" + (f"&{params}" if params else "")
+    query = "&".join(["var-datasource=${datasource}", *selector_params(), "${__url_time_range}",
+                      *([params] if params else [])])
     return {"targetBlank": False, "title": title, "url": f"/d/{uid}/{uid}?{query}"}
 
 
@@ -289,6 +284,54 @@ def query_var(name: str, label: str, query: str, *, multi: bool = True, include_
     }
 
 
+def selector_labels() -> list[str]:
+    """The deployment labels every query is scoped to, outermost first (cluster, namespace, job, instance)."""
+    return [*CFG.group_labels, "job", "instance"]
+
+
+def selector_params() -> list[str]:
+    """URL parameters that carry the selector variables into a linked dashboard."""
+    return [f"${{{name}:queryparam}}" for name in selector_labels()]
+
+
+def selector_matchers(upto: int | None = None) -> str:
+    return ", ".join(f'{name}=~"${name}"' for name in selector_labels()[:upto])
+
+
+def selector_vars() -> list[dict[str, Any]]:
+    """datasource, the grouping labels, job (default: the config's) and instance (replica), each
+    query scoped to the variables before it."""
+    out = [datasource_var()]
+    for i, name in enumerate(selector_labels()):
+        sel = selector_matchers(i)
+        query = f"label_values(mlmon_model_version_info{{{sel}}}, {name})" if sel else \
+            f"label_values(mlmon_model_version_info, {name})"
+        if name == "job":
+            out.append(query_var(name, "Job", query, default=CFG.job))
+        else:
+            out.append(query_var(name, "Replica" if name == "instance" else name.title(), query))
+    return out
+
+
+def scope_dashboard(d: dict[str, Any]) -> dict[str, Any]:
+    """Add the selector variables' matchers to every query written without them."""
+    sel = selector_matchers()
+
+    def fix(expr: str) -> str:
+        return scope(expr, sel, sel)
+
+    for p in d["panels"]:
+        for t in p.get("targets", []):
+            t["expr"] = fix(t["expr"])
+    for a in d["annotations"]["list"]:
+        if "expr" in a:
+            a["expr"] = fix(a["expr"])
+    for v in d["templating"]["list"]:
+        if v["type"] == "query" and v["name"] not in selector_labels():
+            v["definition"] = v["query"]["query"] = fix(v["definition"])
+    return d
+
+
 def model_var(multi: bool = True) -> dict[str, Any]:
     return query_var("model", "Model", "label_values(mlmon_model_version_info, model)",
                      multi=multi, include_all=multi)
@@ -298,23 +341,38 @@ def version_var() -> dict[str, Any]:
     return query_var("version", "Version", f"label_values(mlmon_model_version_info{{{M}}}, version)")
 
 
+def deploy_expr() -> str:
+    """A version starts taking traffic: its fleet-wide 5m prediction rate is positive now and was not
+    ``deploy_lookback`` ago. Derived from traffic in Prometheus, not from the sidecars' in-memory
+    first-seen times, so restarting a sidecar (counters reset, rate() does not) draws no marker."""
+    now = f"sum by (model, version) (model_version:mlmon_predictions:rate5m{{{M}}} > 0)"
+    before = (f"sum by (model, version) "
+              f"(model_version:mlmon_predictions:rate5m{{{M}}} offset {CFG.deploy_lookback} > 0)")
+    return f"{now} unless {before}"
+
+
+def query_annotation(name: str, expr: str, color: str, tags: str, title: str, text: str, *,
+                     enable: bool = True) -> dict[str, Any]:
+    """A Prometheus annotation: one region per run of consecutive points of each series."""
+    return {"datasource": DS, "enable": enable, "hide": False, "iconColor": color, "name": name, "expr": expr,
+            "step": "1m", "tagKeys": tags, "textFormat": text, "titleFormat": title, "useValueForTime": False}
+
+
 def deploy_annotation() -> dict[str, Any]:
-    """One marker per model version at the time mlmon first saw it (``_first_seen`` × 1000 = ms)."""
-    return {
-        "datasource": DS, "enable": True, "hide": False, "iconColor": "purple", "name": "Deploys",
-        "expr": f"min by (model, version) (mlmon_model_version_first_seen_timestamp_seconds{{{M}}}) * 1000",
-        "step": "1m", "tagKeys": "model,version", "textFormat": "{{model}} version {{version}} first seen",
-        "titleFormat": "Deploy {{model}} {{version}}", "useValueForTime": True,
-    }
+    return query_annotation("Deploys", deploy_expr(), "purple", "model,version", "Deploy {{model}} {{version}}",
+                            "{{model}} version {{version}} started taking traffic")
+
+
+def serving_expr() -> str:
+    """Versions carrying at least ``serving_min_share`` of each model's predictions now, with their share."""
+    share = (f"sum by (model, version) (model_version:mlmon_predictions:rate5m{{{M}}}) "
+             f"/ on (model) group_left () (sum by (model) (model:mlmon_predictions:rate5m{{{M}}}) > 0)")
+    return f"{share} >= {CFG.serving_min_share:g}"
 
 
 def alert_annotation() -> dict[str, Any]:
-    return {
-        "datasource": DS, "enable": False, "hide": False, "iconColor": "red", "name": "Firing alerts",
-        "expr": f'max by (alertname, severity, model) ({ALERTS}, {ALERT_M}}})', "step": "1m",
-        "tagKeys": "severity,model", "textFormat": "{{model}} ({{severity}})",
-        "titleFormat": "{{alertname}}", "useValueForTime": False,
-    }
+    return query_annotation("Firing alerts", f"max by (alertname, severity, model) ({ALERTS}, {ALERT_M}}})", "red",
+                            "severity,model", "{{alertname}}", "{{model}} ({{severity}})", enable=False)
 
 
 def builtin_annotation() -> dict[str, Any]:
@@ -386,7 +444,7 @@ class Board:
             "refresh": "30s",
             "schemaVersion": SCHEMA_VERSION,
             "tags": TAGS,
-            "templating": {"list": self.variables},
+            "templating": {"list": [*selector_vars(), *self.variables]},
             "time": {"from": self.time_from, "to": "now"},
             "timepicker": {},
             "timezone": "browser",
@@ -403,15 +461,59 @@ class Board:
 
 HEALTH_STEPS = thresholds((None, RED), (0.5, ORANGE), (0.8, GREEN))
 BUDGET_STEPS = thresholds((None, RED), (0, ORANGE), (0.25, YELLOW), (0.5, GREEN))
-BURN_STEPS = thresholds((None, GREEN), (1, YELLOW), (6, ORANGE), (14.4, RED))
+
+
+def burn_steps() -> dict[str, Any]:
+    """Colour steps at the policy's burn-rate factors: yellow from 1 (budget-neutral), orange at the
+    ticket factors above 1, red at the page factors."""
+    steps: dict[float, str] = {1.0: YELLOW}
+    for b in CFG.burn_rates:
+        if b.factor > 1:
+            steps[b.factor] = RED if b.action == "page" else ORANGE
+    return thresholds((None, GREEN), *sorted(steps.items()))
 COUNT_BAD_STEPS = thresholds((None, GREEN), (1, RED))
-HIGHER_BETTER = "accuracy|precision|recall|f1"
-LOWER_BETTER = "log_loss|brier|mae|rmse|mape"
+HIGHER_BETTER = "accuracy|balanced_accuracy|precision|recall|f1|roc_auc|pr_auc|r2"
+LOWER_BETTER = "log_loss|brier|mae|mse|rmse|mape"
+VS_BASELINE_HELP = ("vs baseline = live quality − training-baseline quality, in the metric's own units (0.02 "
+                    "= two points of accuracy), for the worst replica: the lowest for higher-is-better metrics, "
+                    "the highest for error metrics. The alert threshold is baseline + the configured offset "
+                    "on the same scale.")
+
+
+def worst_quality(matchers: str) -> str:
+    """Each metric's worst replica: min for higher-is-better metrics, max for error metrics."""
+    q = "mlmon_model_quality"
+    return (f'min by (model, metric) ({q}{{{matchers}, class="", metric=~"{HIGHER_BETTER}"}}) '
+            f'or max by (model, metric) ({q}{{{matchers}, class="", metric=~"{LOWER_BETTER}"}})')
+
+
+def vs_baseline(matchers: str) -> str:
+    """The one definition of "vs baseline" on every dashboard: quality − baseline (absolute)."""
+    base_m = ", ".join(m for m in matchers.split(", ") if not m.startswith("version") and not m.startswith("metric"))
+    return (f"({worst_quality(matchers)}) - on (model, metric) "
+            f"max by (model, metric) (mlmon_model_quality_baseline{{{base_m}}})")
+
+
+def quality_alert_expr() -> str:
+    """MlmonModelQualityDegraded's own expression, read from its rule spec, so the panel the alert's
+    dashboard_url opens can never disagree with the alert."""
+    from mixin.rules import alert_expr  # rules import this module for panel ids
+    return alert_expr("quality.alerts", "MlmonModelQualityDegraded")
+
+
+def past_threshold(matchers: str) -> str:
+    """The alert's expression restricted to the selected model, version and metric."""
+    return (f"({quality_alert_expr().strip()}) and on (job, instance, model, version, metric) "
+            f'mlmon_model_quality{{{matchers}, class=""}}')
+
+
+def past_threshold_count(matchers: str) -> str:
+    return f"count({past_threshold(matchers)}) or on() vector(0)"
 
 
 def overview() -> dict[str, Any]:
     b = Board("overview", "Executive view: how every model in production is doing, one row per model.",
-              [datasource_var(), model_var(), version_var()], [deploy_annotation()], time_from="now-24h")
+              [model_var(), version_var()], [deploy_annotation()], time_from="now-24h")
     svc, drift, qual = DASHBOARDS["service"][0], DASHBOARDS["drift"][0], DASHBOARDS["quality"][0]
 
     b.row("Fleet")
@@ -433,11 +535,27 @@ def overview() -> dict[str, Any]:
                "none", steps=COUNT_BAD_STEPS, text_mode="value_and_name",
                links=[link("Service dashboard", svc)]), 6, 4)
 
+    b.add(table("Active models and versions", "Every model with the versions taking traffic now and their "
+                "share of its predictions (5m rate, all replicas).",
+                [target(serving_expr(), instant=True, fmt="table")], "percentunit", sort_by="model", decimals=1,
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True, "job": True}, "indexByName": {"model": 0, "version": 1},
+                    "renameByName": {"Value": "Share of traffic"}}}]), 12, 5)
+    b.add(table("Incidents (last 30 days)", "mlmon alerts that fired in the last 30 days, by alert and severity: "
+                "how many distinct alerts (label sets) fired. Panel time range fixed to 30 days.",
+                [target(f'count by (alertname, severity) (max_over_time({ALERTS}, {ALERT_M}}}[{RANGE}]))',
+                        instant=True, fmt="table")], "none", sort_by="Alerts fired",
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True}, "indexByName": {"alertname": 0, "severity": 1},
+                    "renameByName": {"Value": "Alerts fired"}}}], timeFrom="30d"), 12, 5)
+
     b.row("$model", repeat="model")
-    b.add(stat("Version serving", "The newest model version seen by mlmon (the last deploy).",
-               [target(f"topk(1, min by (version) (mlmon_model_version_first_seen_timestamp_seconds{{{M}}}))",
-                       "{{version}}", instant=True)],
-               "none", text_mode="name", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
+    b.add(stat("Versions serving", "The versions taking traffic now and their share of the model's "
+               "predictions (5m rate, all replicas); a version under the configured minimum share (a "
+               "handful of canary records) is not listed.",
+               [target(serving_expr(), "{{version}}", instant=True)],
+               "percentunit", text_mode="value_and_name", decimals=1,
+               color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
     b.add(stat("Traffic", "Predictions per second for this model, all selected versions.",
                [target(f"sum({rate('mlmon_predictions_total', MV)})", "predictions/s")],
                PRED_S, graph=True, color={"mode": "fixed", "fixedColor": BLUE},
@@ -459,17 +577,17 @@ def overview() -> dict[str, Any]:
     b.add(stat("SLO burn rate (1h)", "How fast each SLO burns its error budget over the last hour: 1 = exactly "
                "on budget, 14.4 = the whole 30-day budget gone in about 2 days (pages).",
                [target(burn_rate("1h", "slo", M), "{{slo}}")],
-               TIMES, steps=BURN_STEPS, text_mode="value_and_name", decimals=1), 8, 4)
-    b.add(stat("Quality vs baseline", "Live quality relative to the training baseline (0% = as good as at "
-               "training). Red when a higher-is-better metric falls or an error metric rises by over 5%.",
-               [target(f"max by (metric) (mlmon_model_quality{{{M}, version=~\"$version\", "
-                       f"metric=~\"{HIGHER_BETTER}|mae|rmse\", class=\"\"}}) "
-                       f"/ on(metric) max by (metric) (mlmon_model_quality_baseline{{{M}}}) - 1", "{{metric}}")],
-               "percentunit", text_mode="value_and_name", decimals=1,
-               steps=thresholds((None, RED), (-0.05, YELLOW), (-0.02, GREEN)),
-               overrides=[{"matcher": {"id": "byRegexp", "options": LOWER_BETTER}, "properties": [
-                   {"id": "thresholds", "value": thresholds((None, GREEN), (0.02, YELLOW), (0.05, RED))}]}],
-               links=[link("Quality dashboard", qual, "var-model=${model}")]), 8, 4)
+               TIMES, steps=burn_steps(), text_mode="value_and_name", decimals=1), 8, 4)
+    b.add(stat("Quality vs baseline", VS_BASELINE_HELP + " Red: a replica is past the metric's alert threshold "
+               "(the MlmonModelQualityDegraded condition, thresholds from the exporter config).",
+               [target(vs_baseline(f'{M}, version=~"$version"'), "{{metric}}")],
+               "none", text_mode="value_and_name", decimals=3, color={"mode": "fixed", "fixedColor": BLUE},
+               links=[link("Quality dashboard", qual, "var-model=${model}")]), 4, 4)
+    b.add(stat("Replicas past quality threshold", "Replica × metric pairs whose labelled quality is past its "
+               "alert threshold now: the MlmonModelQualityDegraded expression (without its for: 30m).",
+               [target(past_threshold_count(f'{M}, version=~"$version"'), "past threshold", instant=True)],
+               "none", steps=COUNT_BAD_STEPS,
+               links=[link("Quality dashboard", qual, "var-model=${model}")]), 4, 4)
     return b.render()
 
 
@@ -480,7 +598,7 @@ def overview() -> dict[str, Any]:
 def service() -> dict[str, Any]:
     b = Board("service", "On-call view: latency against the SLO, traffic, errors, burn rates, alerts and "
               "freshness. Purple markers are deploys (first time a version was seen).",
-              [datasource_var(), model_var(), version_var()], [deploy_annotation(), alert_annotation()],
+              [model_var(), version_var()], [deploy_annotation(), alert_annotation()],
               time_from="now-3h")
     preds = "mlmon_predictions_total"
     pred_rate = f"sum by (model, version) ({rate(preds, MV)})"
@@ -495,7 +613,7 @@ def service() -> dict[str, Any]:
                [target(f"sum({rate(preds, MV)})", "predictions/s")],
                PRED_S, color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
     b.add(stat("Error ratio", "Share of predictions the model server reported as failed.",
-               [target(f"sum({err_rate}) / sum({pred_rate})", "errors")],
+               [target(f"sum({err_rate}) / (sum({pred_rate}) > 0)", "errors")],
                "percentunit", steps=thresholds((None, GREEN), (0.001, YELLOW), (0.01, RED)), decimals=2), 4, 4)
     b.add(stat("Lowest SLO budget left (30d)", "The most consumed SLO's remaining 30-day error budget.",
                [target(f"min({budget_remaining()})", "budget left")],
@@ -521,7 +639,8 @@ def service() -> dict[str, Any]:
                      "shows up as a second version line.",
                      [target(pred_rate, "{{model}} {{version}}")], PRED_S, calcs=["lastNotNull", "mean"]), 12, 8)
     b.add(timeseries("Error ratio", "Failed predictions / all predictions, per model and version.",
-                     [target(f"{err_rate} / {pred_rate}", "{{model}} {{version}}")], "percentunit", min=0), 8, 8)
+                     [target(f"{err_rate} / ({pred_rate} > 0)", "{{model}} {{version}}")], "percentunit",
+                     min=0), 8, 8)
     b.add(timeseries("Rejected records", "Records mlmon refused, by reason (invalid_record, payload_too_large, "
                      "malformed_json, ...). Rejections never reach the model metrics; fix the sender.",
                      [target(f"sum by (model, reason) ({rate('mlmon_ingest_rejected_total', M)})",
@@ -544,18 +663,19 @@ def service() -> dict[str, Any]:
     b.add(stat("Error budget remaining (30d)", "Share of each SLO's 30-day error budget still unspent.",
                [target(budget_remaining(), "{{model}} {{slo}}")],
                "percentunit", steps=BUDGET_STEPS, text_mode="value_and_name", max=1), 6, 9)
-    b.add(bargauge("Burn rate now, per window", "Error-budget burn rate per SLO over each alerting window "
-                   "(long windows of the policy: page at 14.4x over 1h or 6x over 6h, ticket at 3x over 1d or "
-                   "1x over 3d; the short window must agree before an alert fires).",
-                   [target(burn_rate(long), f"{{{{model}}}} {{{{slo}}}} {long}", instant=True)
-                    for long, _, _, _ in BURN_POLICY],
-                   TIMES, steps=BURN_STEPS, decimals=2, min=0, max=20), 9, 9)
-    b.add(timeseries("Burn rate over time (1h, 6h)", "Burn rate over the two paging windows. Dashed lines: "
-                     "14.4 and 6, the paging thresholds.",
-                     [target(burn_rate("1h"), "{{model}} {{slo}} 1h"),
-                      target(burn_rate("6h"), "{{model}} {{slo}} 6h")],
-                     TIMES, steps=thresholds((None, GREEN), (6, ORANGE), (14.4, RED)), line_thresholds=True,
-                     min=0), 9, 9)
+    policy = "; ".join(f"{CFG.severities[b.action]} at {b.factor:g}x over {b.long} and {b.short}"
+                       for b in CFG.burn_rates)
+    windows = [w for w in CFG.windows() if w != CFG.slo_period]
+    b.add(bargauge("Burn rate now, per window", "Error-budget burn rate per SLO over every window the alerts "
+                   f"use ({policy}): an alert fires when both windows of a pair exceed the factor.",
+                   [target(burn_rate(w), f"{{{{model}}}} {{{{slo}}}} {w}", instant=True) for w in windows],
+                   TIMES, steps=burn_steps(), decimals=2, min=0, max=20), 9, 9)
+    b.add(timeseries("Burn rate over time", "Burn rate over every alerting window. Dashed lines: the "
+                     "burn-rate factors of the policy.",
+                     [target(burn_rate(w), f"{{{{model}}}} {{{{slo}}}} {w}") for w in windows],
+                     TIMES, steps=burn_steps(), line_thresholds=True, min=0), 9, 9)
+
+    sidecars(b)
 
     b.row("Alerts and freshness")
     b.add(table("Firing alerts", "mlmon alerts firing now (from Prometheus's ALERTS series). The runbook link "
@@ -564,15 +684,47 @@ def service() -> dict[str, Any]:
                 "none", sort_by="severity",
                 transformations=[{"id": "organize", "options": {
                     "excludeByName": {"Time": True, "Value": True, "__name__": True, "alertstate": True},
-                    "indexByName": {"alertname": 0, "severity": 1, "model": 2}, "renameByName": {}}}]), 12, 8)
+                    "indexByName": {"alertname": 0, "severity": 1, "model": 2}, "renameByName": {}}}]), 10, 8)
+    b.add(bargauge("Drift alerts per model", "Drift alerts (feature and prediction drift) firing now, per model; "
+                   "the Drift dashboard says which features.",
+                   [target(f'count by (model) ({ALERTS}, {M}, alertname=~"Mlmon.*Drift"}}) '
+                           f'or count by (model) (mlmon_model_version_info{{{M}}}) * 0', "{{model}}", instant=True)],
+                   "none", steps=COUNT_BAD_STEPS, min=0,
+                   links=[link("Drift dashboard", DASHBOARDS["drift"][0], "var-model=${model}")]), 4, 8)
     b.add(timeseries("Data freshness", "Seconds since the last prediction reached mlmon, and since the last "
                      "evaluation (drift/quality) ran. Evaluation age above a few intervals means it is stuck.",
                      [target(f"time() - max by (model, version) (mlmon_last_prediction_timestamp_seconds{{{MV}}})",
                              "{{model}} {{version}} last prediction"),
                       target(f"time() - max by (model) (mlmon_evaluation_timestamp_seconds{{{M}}})",
                              "{{model}} last evaluation")],
-                     "s", min=0), 12, 8)
+                     "s", min=0), 10, 8)
     return b.render()
+
+
+def sidecars(b: Board) -> None:
+    """Self-monitoring: what each mlmon replica costs and whether it keeps up (resource use per replica)."""
+    b.row("Sidecars (self-monitoring)")
+    b.add(stat("Sidecars up", "Replicas Prometheus scrapes successfully out of all mlmon targets of the job.",
+               [target("sum(up)", "up"), target("count(up)", "targets")],
+               "none", text_mode="value_and_name", color={"mode": "fixed", "fixedColor": BLUE}), 4, 8)
+    b.add(timeseries("Memory per replica", "Resident memory of each mlmon process. Memory is bounded by the "
+                     "window configuration (models × features × bins × buckets); a replica near its container "
+                     "limit needs a larger limit or a smaller window (see the runbooks).",
+                     [target("max by (instance) (process_resident_memory_bytes)", "{{instance}}")],
+                     "bytes", min=0), 5, 8)
+    b.add(timeseries("CPU per replica", "CPU seconds per second (cores) used by each mlmon process.",
+                     [target(f"sum by (instance) ({rate('process_cpu_seconds_total', '')})", "{{instance}}")],
+                     "suffix: cores", min=0), 5, 8)
+    b.add(timeseries("Evaluation duration", "Time the last drift/quality evaluation took per replica and model; "
+                     "it should stay well under the evaluation interval.",
+                     [target(f"max by (instance, model) (mlmon_evaluation_duration_seconds{{{M}}})",
+                             "{{instance}} {{model}}")], "s", min=0), 5, 8)
+    b.add(timeseries("Scrape duration", "p99 time mlmon takes to render /metrics, and the whole scrape as "
+                     "Prometheus measures it (network included); near the scrape timeout, scrapes fail.",
+                     [target("histogram_quantile(0.99, sum by (instance, le) "
+                             f"({rate('mlmon_scrape_duration_seconds_bucket', '')}))", "{{instance}} render p99"),
+                      target("max by (instance) (scrape_duration_seconds)", "{{instance}} scrape")],
+                     "s", min=0), 5, 8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -599,26 +751,84 @@ def distribution(title: str, description: str, feature: str) -> dict[str, Any]:
                         {"id": "color", "value": {"fixedColor": GREY, "mode": "fixed"}}]}])
 
 
+FLEET = "model_feature:mlmon_feature_drift_fleet"
+FLEET_WINDOWS = (("1h", "last hour"), ("5m", "last 5 minutes"))
+
+
+def fleet_over_threshold(window: str) -> str:
+    """Fleet chi-square / its threshold per feature: the two recordings carry the same labels."""
+    return (f"max by (feature) ({FLEET}_chi2:increase{window}{{{M}}} "
+            f"/ {FLEET}_threshold:increase{window}{{{M}}})")
+
+
+def fleet_drift(b: Board) -> None:
+    """Fleet drift (mlmon.drift.fleet.rules): the two-sample chi-square of every replica's summed
+    coarse-bin counters against the baseline, over the last hour and the last 5 minutes, which is
+    what MlmonFeatureDrift / MlmonPredictionDrift page on; each replica's own verdict beside it."""
+    b.row("Fleet drift (all replicas together)")
+    for window, words in FLEET_WINDOWS:
+        b.add(timeseries(f"Fleet chi-square / threshold ({words})",
+                         f"Chi-square of the {words} of every replica's traffic together against the baseline "
+                         "(mergeable coarse-bin counters), divided by its threshold in force: the larger of the "
+                         "critical value at the configured false-alarm rate and the relevance floor n_eff × w². "
+                         "At or over 100% (dashed) the feature is flagged once the window holds min_samples "
+                         f"records; MlmonFeatureDrift fires on either window. Recording rules "
+                         f"{FLEET}_chi2:increase{window} / {FLEET}_threshold:increase{window}.",
+                         [target(fleet_over_threshold(window), "{{feature}}")], "percentunit",
+                         steps=thresholds((None, GREEN), (1, RED)), line_thresholds=True, min=0,
+                         calcs=["lastNotNull", "max"]), 12, 8)
+    verdict = {"0": {"text": "no", "index": 0}, "1": {"text": "DRIFT", "index": 1}}
+    b.add(table("Fleet verdict per feature", "The fleet verdict of each window (1 = the chi-square of every "
+                "replica's traffic together is over its threshold on at least min_samples records), the records "
+                "each window holds across the fleet, and how many replicas flag the feature on their own "
+                "(mlmon_feature_drift_detected, per replica, for debugging: a fleet drift can show in no "
+                "single replica).",
+                [target(f"max by (feature) ({FLEET}_detected:increase1h{{{M}}})", instant=True, fmt="table"),
+                 target(f"max by (feature) ({FLEET}_detected:increase5m{{{M}}})", instant=True, fmt="table"),
+                 target(f"sum by (feature) (model_feature:mlmon_feature_samples:increase1h{{{M}}})",
+                        instant=True, fmt="table"),
+                 target(f"sum by (feature) (model_feature:mlmon_feature_samples:increase5m{{{M}}})",
+                        instant=True, fmt="table"),
+                 target(f"sum by (feature) (mlmon_feature_drift_detected{{{M}}})", instant=True, fmt="table")],
+                "none", sort_by="Fleet 1h", decimals=0,
+                transformations=merge_table({"feature": "Feature", "Value #A": "Fleet 1h", "Value #B": "Fleet 5m",
+                                             "Value #C": "Records 1h", "Value #D": "Records 5m",
+                                             "Value #E": "Replicas flagging"}),
+                overrides=[{"matcher": {"id": "byName", "options": name}, "properties": [
+                    {"id": "custom.cellOptions", "value": {"type": "color-text"}},
+                    {"id": "thresholds", "value": COUNT_BAD_STEPS},
+                    {"id": "color", "value": {"mode": "thresholds"}},
+                    {"id": "mappings", "value": [{"type": "value", "options": verdict}]}]}
+                    for name in ("Fleet 1h", "Fleet 5m")]), 12, 9)
+    b.add(state_timeline("Replica verdicts", "Each replica's own verdict per feature over time "
+                         "(mlmon_feature_drift_detected: its full or recent window over the threshold in force). "
+                         "For debugging beside the fleet verdict; it never pages on its own.",
+                         [target(f"max by (instance, feature) (mlmon_feature_drift_detected{{{M}}})",
+                                 "{{instance}} {{feature}}")], "none", steps=COUNT_BAD_STEPS,
+                         mappings=[{"type": "value", "options": verdict}]), 12, 9)
+
+
 def drift() -> dict[str, Any]:
     b = Board("drift", "Debug view: which features drift, how their distributions moved against the training "
               "baseline, and data-quality problems. Scores are computed by mlmon over its window "
               "(default 1h) and are absent below min_samples.",
-              [datasource_var(), model_var(multi=False), version_var(),
+              [model_var(multi=False), version_var(),
                query_var("feature", "Feature", f"label_values(mlmon_baseline_bin_ratio{{{FEATURES}}}, feature)",
                          multi=False, include_all=False)],
               [deploy_annotation()], time_from="now-24h")
-    # Each feature against the threshold of its own detection method (the only method with a
-    # threshold series: by default wasserstein for numeric, psi for categorical features), so every
-    # feature appears on one scale. chi2 is judged on a p-value and cannot be put on that scale.
-    threshold = f'(mlmon_feature_drift_threshold{{{FEATURES}, method!="chi2"}} > 0)'
+    # Each feature against the threshold in force of its own detection method (the only method with
+    # a threshold series), at the window's n, so every feature appears on one scale.
+    threshold = f'(mlmon_feature_drift_threshold{{{FEATURES}}} > 0)'
     own_ratio = f"mlmon_feature_drift_score{{{FEATURES}}} / {threshold}"
     score_ratio = f"max by (feature) ({own_ratio})"
 
     b.row("Window")
-    b.add(stat("Records in window", "Records in mlmon's current drift window. Below the model's min_samples "
-               "(default 200, red here) drift is not computed and the scores below are empty.",
-               [target(f"max(mlmon_window_samples{{{M}}})", "records")],
-               "none", steps=thresholds((None, RED), (200, GREEN)), graph=True), 6, 4)
+    b.add(stat("Window fill (records / min_samples)", "Records in mlmon's current drift window divided by the "
+               "model's configured min_samples, for the emptiest selected replica. Below 100% (red) drift is not "
+               "computed on that replica and its scores below are empty.",
+               [target(f"min(mlmon_window_samples{{{M}}} / on (job, instance, model) "
+                       f"mlmon_window_min_samples{{{M}}})", "fill")],
+               "percentunit", steps=thresholds((None, RED), (1, GREEN)), graph=True, decimals=0), 6, 4)
     b.add(stat("Drifted features", "Input features over their drift threshold now (detection method of each "
                "feature, as configured).", [target(f"max(mlmon_drifted_features{{{M}}})", "drifted")],
                "none", steps=COUNT_BAD_STEPS), 6, 4)
@@ -647,6 +857,10 @@ def drift() -> dict[str, Any]:
                                              "Value #B": "Threshold", "Value #C": "Score / threshold",
                                              "Value #D": "Detected"}),
                 overrides=[color_cells("Score / threshold", RATIO_STEPS, "percentunit"),
+                           {"matcher": {"id": "byName", "options": "Feature"}, "properties": [
+                               {"id": "links", "value": [{"title": "Drift detail of ${__value.raw}", "url":
+                                link("", DASHBOARDS["drift"][0], "var-model=${model}&var-feature=${__value.raw}")
+                                ["url"]}]}]},
                            {"matcher": {"id": "byName", "options": "Detected"}, "properties": [
                                {"id": "custom.cellOptions", "value": {"type": "color-text"}},
                                {"id": "thresholds", "value": COUNT_BAD_STEPS},
@@ -663,16 +877,24 @@ def drift() -> dict[str, Any]:
                      steps=thresholds((None, GREEN), (1, RED)), line_thresholds=True, min=0,
                      calcs=["lastNotNull", "max"]), 24, 8)
 
+    fleet_drift(b)
+
     b.row("Feature: $feature")
     b.add(distribution("$feature: distribution now vs baseline", "Share of records in each coarse bin of "
                        "$feature over the selected time range against the training baseline. Numeric bins are "
                        "baseline deciles (0..9); categorical bins are categories (rare ones as __other__).",
                        "$feature"), 12, 9)
-    b.add(timeseries("$feature: drift score per method", "Every drift method's score for $feature; dashed "
-                     "lines are the configured thresholds (chi2 is judged on its p-value and shown without one).",
+    b.add(timeseries("$feature: drift score per method", "Every drift method's score for $feature over the full "
+                     "window; for the detection method also the threshold in force (dashed: the null quantile at "
+                     "the window's n at the configured false-alarm rate, raised to the relevance floor, so it falls "
+                     "as the window fills), and the recent window's score against its own threshold.",
                      [target(f'max by (method) (mlmon_feature_drift_score{{{M}, feature="$feature"}})', "{{method}}"),
-                      target(f'max by (method) (mlmon_feature_drift_threshold{{{M}, feature="$feature", '
-                             f'method!="chi2"}})', "{{method}} threshold")],
+                      target(f'max by (method) (mlmon_feature_drift_threshold{{{M}, feature="$feature"}})',
+                             "{{method}} threshold"),
+                      target(f'max by (method) (mlmon_feature_drift_recent_score{{{M}, feature="$feature"}})',
+                             "{{method}} recent"),
+                      target(f'max by (method) (mlmon_feature_drift_recent_threshold{{{M}, feature="$feature"}})',
+                             "{{method}} recent threshold")],
                      "none", overrides=[dashed(".* threshold", RED)], min=0), 12, 9)
 
     b.row("Prediction")
@@ -714,22 +936,22 @@ def drift() -> dict[str, Any]:
 def quality() -> dict[str, Any]:
     b = Board("quality", "Model quality from joined ground-truth labels, against the training baseline and the "
               "alert threshold; label-free estimates; confusion matrix; label delay and coverage; fairness.",
-              [datasource_var(), model_var(multi=False), version_var(),
+              [model_var(multi=False), version_var(),
                query_var("metric", "Quality metric", f"label_values(mlmon_model_quality{{{M}}}, metric)")],
               [deploy_annotation()], time_from="now-7d")
     overall = f'{MV}, class=""'
     labels = "mlmon_labels_total"
 
     b.row("At a glance")
-    b.add(stat("Accuracy (labelled)", "Accuracy over mlmon's window from predictions joined to their labels.",
-               [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}})', "accuracy")],
+    b.add(stat("Accuracy, worst replica", "The lowest accuracy of any selected replica over mlmon's window, from "
+               "predictions joined to their labels. Each replica judges its own window, so the fleet is as "
+               "good as its worst replica; the per-replica panels below say which one.",
+               [target(f'min(mlmon_model_quality{{{overall}, metric="accuracy"}})', "accuracy")],
                "percentunit", color_mode="value", graph=True, color={"mode": "fixed", "fixedColor": BLUE},
                decimals=1), 4, 4)
-    b.add(stat("Accuracy vs baseline", "Labelled accuracy minus the training-baseline accuracy (percentage "
-               "points).",
-               [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}}) '
-                       f'- max(mlmon_model_quality_baseline{{{M}, metric="accuracy"}})', "delta")],
-               "percentunit", steps=thresholds((None, RED), (-0.05, YELLOW), (-0.02, GREEN)), decimals=1), 4, 4)
+    b.add(stat("$metric vs baseline", VS_BASELINE_HELP,
+               [target(vs_baseline(f'{MV}, metric="$metric"'), "{{metric}}")],
+               "none", color_mode="value", decimals=3, color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
     b.add(stat("Estimated accuracy (label-free)", "Accuracy estimated from prediction confidence, available "
                "before labels arrive.",
                [target(f'max(mlmon_model_quality_estimated{{{M}, metric="accuracy"}})', "estimated")],
@@ -744,16 +966,39 @@ def quality() -> dict[str, Any]:
                [target(f"histogram_quantile(0.5, sum by (le) "
                        f"({increase('mlmon_label_delay_seconds_bucket', M, RANGE)}))", "p50", instant=True)],
                "s", color_mode="value", color={"mode": "fixed", "fixedColor": BLUE}), 4, 4)
-    b.add(stat("Last label", "Seconds since the last label arrived; red after a day. (MlmonLabelsStale alerts "
-               "earlier, past the model's labels.stale_after.)",
-               [target(f"time() - max(mlmon_last_label_timestamp_seconds{{{M}}})", "age")],
-               "s", steps=thresholds((None, GREEN), (86400, RED))), 4, 4)
+    b.add(stat("Label feed age / stale_after", "Time since the last label on the most starved selected replica, "
+               "as a share of the model's configured labels.stale_after: at 100% or more (red) the label feed "
+               "is stale, the MlmonLabelsStale condition.",
+               [target(f"max(instance_model:mlmon_last_label_age_seconds:max{{{M}}} / on (job, instance, model) "
+                       f"mlmon_labels_stale_after_seconds{{{M}}})", "age")],
+               "percentunit", steps=thresholds((None, GREEN), (1, RED)), decimals=0), 4, 4)
+
+    b.row("Replicas")
+    b.add(table("Replicas past the alert threshold", "Every replica whose labelled quality is past its alert "
+                "threshold now: MlmonModelQualityDegraded's own expression (without its for: 30m), so this "
+                "table and the alert always agree. The alert's dashboard_url opens this panel.",
+                [target(past_threshold(f'{MV}, metric=~"$metric"'), instant=True, fmt="table")],
+                "none", sort_by="Quality now", decimals=3,
+                transformations=[{"id": "organize", "options": {
+                    "excludeByName": {"Time": True, "__name__": True, "class": True},
+                    "indexByName": {"instance": 0, "model": 1, "version": 2, "metric": 3, "Value": 4},
+                    "renameByName": {"Value": "Quality now"}}}]), 12, 8)
+    b.add(timeseries("$metric per replica", "Labelled $metric of every selected replica and version, against "
+                     "the training baseline (dashed grey) and the alert threshold (dashed red). The alert judges "
+                     "each replica on its own window.",
+                     [target(f'max by (instance, version) (mlmon_model_quality{{{overall}, metric="$metric"}})',
+                             "{{instance}} {{version}}"),
+                      target(f'max(mlmon_model_quality_baseline{{{M}, metric="$metric"}})', "baseline"),
+                      target(f'max(mlmon_model_quality_threshold{{{M}, metric="$metric"}})', "threshold")],
+                     "none", decimals=3, overrides=[dashed("baseline", GREY), dashed("threshold", RED)]), 12, 8)
 
     b.row("Quality over time")
     b.add(timeseries("$metric", "Labelled $metric per version over mlmon's window, against the training "
                      "baseline (dashed grey) and the alert threshold (dashed red). Higher is better for accuracy, "
                      "precision, recall, f1; lower for log_loss, brier, mae, rmse, mape.",
-                     [target(f'max by (version) (mlmon_model_quality{{{overall}, metric="$metric"}})', "{{version}}"),
+                     [target(f'min by (version) (mlmon_model_quality{{{overall}, metric="$metric", '
+                             f'metric=~"{HIGHER_BETTER}"}}) or max by (version) (mlmon_model_quality{{{overall}, '
+                             f'metric="$metric", metric=~"{LOWER_BETTER}"}})', "{{version}} (worst replica)"),
                       target(f'max(mlmon_model_quality_baseline{{{M}, metric="$metric"}})', "baseline"),
                       target(f'max(mlmon_model_quality_threshold{{{M}, metric="$metric"}})', "threshold")],
                      "none", decimals=3, overrides=[dashed("baseline", GREY), dashed("threshold", RED)],
@@ -763,7 +1008,7 @@ def quality() -> dict[str, Any]:
     b.add(timeseries("Realised vs estimated accuracy", "Accuracy from labels against the label-free estimate. "
                      "A growing gap means the estimate is unreliable for the current data (or labels are "
                      "late); the baseline is dashed.",
-                     [target(f'max(mlmon_model_quality{{{overall}, metric="accuracy"}})', "realised"),
+                     [target(f'min(mlmon_model_quality{{{overall}, metric="accuracy"}})', "realised (worst replica)"),
                       target(f'max(mlmon_model_quality_estimated{{{M}, metric="accuracy"}})', "estimated"),
                       target(f'max(mlmon_model_quality_baseline{{{M}, metric="accuracy"}})', "baseline")],
                      "percentunit", overrides=[dashed("baseline", GREY)]), 12, 8)
@@ -816,33 +1061,13 @@ def render(dashboard: dict[str, Any]) -> str:
     return json.dumps(dashboard, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def build_all() -> dict[str, str]:
+def build_dashboard_objects(cfg: MixinConfig) -> dict[str, dict[str, Any]]:
+    """Dashboard key → dashboard, built for ``cfg``."""
+    global CFG
+    CFG = cfg
+    return {key: scope_dashboard(build()) for key, build in BUILDERS.items()}
+
+
+def build_dashboards(cfg: MixinConfig) -> dict[str, str]:
     """File name → JSON text for every dashboard."""
-    return {f"{key}.json": render(build()) for key, build in BUILDERS.items()}
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="fail if the committed JSON differs")
-    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: %(default)s)")
-    args = parser.parse_args(argv)
-    stale = []
-    args.out.mkdir(parents=True, exist_ok=True)
-    for name, text in build_all().items():
-        path = args.out / name
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        if args.check:
-            stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
-    if stale:
-        print(f"out of date: {', '.join(stale)}; run python grafana/build_dashboards.py", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {f"{key}.json": render(d) for key, d in build_dashboard_objects(cfg).items()}
