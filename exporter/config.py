@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,20 @@ class ServerConfig:
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps on what clients control; each bounds series count or memory (README "Limits")."""
+
+    max_versions: int = 20
+    """Versions kept per model; a new one beyond the cap retires the least recently seen."""
+    max_label_length: int = 128
+    """Longest version, class or feature name that may become a label value or appear in /v1/models."""
+    max_unknown_feature_names: int = 50
+    """Unknown feature names remembered per model for /v1/models (all of their values are counted)."""
+    max_classes: int = 100
+    """Distinct predicted classes per version when the baseline does not fix them (rest: __other__)."""
 
 
 @dataclass(frozen=True)
@@ -154,6 +168,7 @@ class ModelConfig:
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     stale_after_seconds: float = 900.0
     """Time without predictions after which the model's data counts as stale (traffic.stale_after)."""
 
@@ -162,6 +177,7 @@ class ModelConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     defaults: WindowConfig = field(default_factory=WindowConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     models: tuple[ModelConfig, ...] = ()
     source: Path | None = None
 
@@ -279,6 +295,18 @@ def _window(r: _Reader, node: Any, path: str, base: WindowConfig) -> WindowConfi
     elif cfg.window_seconds / cfg.bucket_seconds > 10_000:
         r.fail(f"{path}.bucket", "gives more than 10000 buckets per window; use a longer bucket")
     return cfg
+
+
+def _limits(r: _Reader, node: Any, path: str) -> LimitsConfig:
+    node = r.mapping(node, path, {"max_versions", "max_label_length", "max_unknown_feature_names", "max_classes"})
+    d = LimitsConfig()
+    return LimitsConfig(
+        max_versions=r.number(node, "max_versions", path, d.max_versions, integer=True, at_most=1000),
+        max_label_length=r.number(node, "max_label_length", path, d.max_label_length, integer=True, at_most=1024),
+        max_unknown_feature_names=r.number(node, "max_unknown_feature_names", path, d.max_unknown_feature_names,
+                                           integer=True, at_most=10_000),
+        max_classes=r.number(node, "max_classes", path, d.max_classes, integer=True, at_most=10_000),
+    )
 
 
 def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float]:
@@ -442,7 +470,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
 def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | None = None) -> Config:
     """Validate a parsed YAML document; raise ``ConfigError`` listing every problem."""
     r = _Reader()
-    top = r.mapping(data, "", {"server", "defaults", "models"})
+    top = r.mapping(data, "", {"server", "defaults", "limits", "models"})
     spath = "server"
     srv = r.mapping(top.get("server"), spath, {"listen", "max_body_bytes", "auth_token_env", "threads"})
     listen = r.string(srv, "listen", spath, ServerConfig.listen)
@@ -457,6 +485,7 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
         threads=r.number(srv, "threads", spath, ServerConfig.threads, integer=True, at_most=256),
     )
     defaults = _window(r, top.get("defaults"), "defaults", WindowConfig())
+    limits = _limits(r, top.get("limits"), "limits")
     models: list[ModelConfig] = []
     raw_models = top.get("models")
     if not isinstance(raw_models, list) or not raw_models:
@@ -468,10 +497,10 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
             continue
         if any(m.name == model.name for m in models):
             r.fail(f"models[{i}].name", f"duplicate model name {model.name!r}")
-        models.append(model)
+        models.append(replace(model, limits=limits))
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(server=server, defaults=defaults, models=tuple(models), source=source)
+    return Config(server=server, defaults=defaults, limits=limits, models=tuple(models), source=source)
 
 
 def load_config(path: str | Path) -> Config:

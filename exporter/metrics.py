@@ -25,6 +25,7 @@ _QUALITY_METRICS = {
     "out_of_range": ("mlmon_feature_out_of_range", "Numeric values outside the baseline's [min, max]."),
     "unexpected": ("mlmon_feature_unexpected_category", "Categories never seen in the baseline."),
 }
+LIMIT_NAMES = ("max_versions", "max_label_length", "max_unknown_feature_names", "max_classes")
 _DQ_THRESHOLDS = {"missing": "max_missing_ratio", "unexpected_category": "max_unexpected_category_ratio",
                   "out_of_range": "max_out_of_range_ratio"}
 
@@ -182,6 +183,9 @@ def _render(monitor: ModelMonitor, f: _Families) -> None:
     for reason, count in sorted(snap.rejected.items()):
         if reason != "invalid_record":
             f.counter("mlmon_ingest_rejected", "", ["model", "reason"], [m, reason], count)
+    for limit in LIMIT_NAMES:
+        f.counter("mlmon_limit_hits", "Times a cap on client-controlled input was hit (config key limits.<limit>).",
+                  ["model", "limit"], [m, limit], snap.limit_hits.get(limit, 0))
     f.counter("mlmon_unknown_features", "Values of feature names the baseline does not know.", ["model"], [m],
               snap.unknown_features)
 

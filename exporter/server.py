@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import hmac
-import json
 import logging
 import os
 from typing import Any
@@ -23,6 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from exporter.batch import PayloadError
 from exporter.formats import decode_event
 from exporter.formats.native import parse_predictions
+from exporter.limits import lenient_loads
 from exporter.service import Service
 
 log = logging.getLogger("mlmon.http")
@@ -66,7 +66,9 @@ def create_app(service: Service, token: str | None = None) -> Flask:
         try:
             # Python's json module writes NaN/Infinity by default; accept them so those values
             # are counted as missing instead of losing the whole batch.
-            return json.loads(raw)
+            return lenient_loads(raw)
+        except PayloadError:
+            raise
         except (ValueError, RecursionError):
             raise PayloadError("$", f"malformed JSON: {error}") from None
 
