@@ -47,6 +47,18 @@ class ServerConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     auth_token_env: str | None = None
     threads: int = 8
+    metrics_listen: str | None = None
+    """Own listener for /metrics, /healthz and /readyz; the main listener then serves ingest and /v1/models."""
+    web_config_file: str | None = None
+    """exporter-toolkit style web config: tls_server_config and basic_auth_users (guards GET routes)."""
+    read_token_env: str | None = None
+    """Environment variable with a bearer token for GET routes other than the probes."""
+    connection_limit: int = 1000
+    idle_timeout_seconds: float = 30.0
+    request_timeout_seconds: float = 15.0
+    """Deadline for receiving a whole request (headers and body): slow senders are cut off."""
+    drain_timeout_seconds: float = 20.0
+    """How long SIGTERM waits for in-flight requests before closing."""
 
     @property
     def host(self) -> str:
@@ -158,6 +170,8 @@ class ModelConfig:
     name: str
     baseline: str | None = None
     task: str = "classification"
+    task_explicit: bool = False
+    """True when the file sets ``task``: it must then agree with the baseline."""
     positive_class: str | None = None
     feature_names: tuple[str, ...] = ()
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -295,6 +309,19 @@ def _window(r: _Reader, node: Any, path: str, base: WindowConfig) -> WindowConfi
     elif cfg.window_seconds / cfg.bucket_seconds > 10_000:
         r.fail(f"{path}.bucket", "gives more than 10000 buckets per window; use a longer bucket")
     return cfg
+
+
+def _address(r: _Reader, node: dict[str, Any], key: str, path: str, default: str | None) -> str | None:
+    value = r.string(node, key, path, default)
+    if value is None or key not in node:
+        return value
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", value):
+        r.fail(f"{path}.{key}", f"must be HOST:PORT such as 127.0.0.1:8000, not {value!r}")
+        return default
+    if not 0 <= int(value.rsplit(":", 1)[1]) < 65536:
+        r.fail(f"{path}.{key}", "port must be between 0 and 65535")
+        return default
+    return value
 
 
 def _limits(r: _Reader, node: Any, path: str) -> LimitsConfig:
@@ -440,6 +467,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
         name=name,
         baseline=baseline,
         task=task,
+        task_explicit="task" in node,
         positive_class=r.string(node, "positive_class", path),
         feature_names=r.string_list(node, "feature_names", path),
         drift=_drift(r, node.get("drift"), f"{path}.drift"),
@@ -472,13 +500,25 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
     r = _Reader()
     top = r.mapping(data, "", {"server", "defaults", "limits", "models"})
     spath = "server"
-    srv = r.mapping(top.get("server"), spath, {"listen", "max_body_bytes", "auth_token_env", "threads"})
-    listen = r.string(srv, "listen", spath, ServerConfig.listen)
-    if listen and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", listen):
-        r.fail(f"{spath}.listen", f"must be HOST:PORT such as 127.0.0.1:8000, not {listen!r}")
-    elif listen and not 0 < int(listen.rsplit(":", 1)[1]) < 65536:
-        r.fail(f"{spath}.listen", "port must be between 1 and 65535")
+    srv = r.mapping(top.get("server"), spath, {
+        "listen", "max_body_bytes", "auth_token_env", "threads", "metrics_listen", "web_config_file",
+        "read_token_env", "connection_limit", "idle_timeout", "request_timeout", "drain_timeout"})
+    listen = _address(r, srv, "listen", spath, ServerConfig.listen)
+    metrics_listen = _address(r, srv, "metrics_listen", spath, None)
+    if listen and metrics_listen and listen == metrics_listen:
+        r.fail(f"{spath}.metrics_listen", "must differ from server.listen")
+    web_config = r.string(srv, "web_config_file", spath)
+    if web_config and base_dir is not None and not Path(web_config).is_absolute():
+        web_config = str(base_dir / web_config)
     server = ServerConfig(
+        metrics_listen=metrics_listen,
+        web_config_file=web_config,
+        read_token_env=r.string(srv, "read_token_env", spath),
+        connection_limit=r.number(srv, "connection_limit", spath, ServerConfig.connection_limit, integer=True,
+                                  at_most=50_000),
+        idle_timeout_seconds=r.duration(srv, "idle_timeout", spath, ServerConfig.idle_timeout_seconds),
+        request_timeout_seconds=r.duration(srv, "request_timeout", spath, ServerConfig.request_timeout_seconds),
+        drain_timeout_seconds=r.duration(srv, "drain_timeout", spath, ServerConfig.drain_timeout_seconds),
         listen=listen or ServerConfig.listen,
         max_body_bytes=r.number(srv, "max_body_bytes", spath, ServerConfig.max_body_bytes, integer=True),
         auth_token_env=r.string(srv, "auth_token_env", spath),
