@@ -43,7 +43,9 @@ def safe_label(value: str, max_length: int) -> str | None:
 def _number(value: int) -> int | float:
     if -_INT64 <= value < _INT64:
         return value
-    return float(value) if abs(value) <= _FLOAT_MAX else math.copysign(math.inf, value)
+    if abs(value) <= _FLOAT_MAX:
+        return float(value)
+    return math.inf if value > 0 else -math.inf
 
 
 def _walk(value: Any, path: str, depth: int) -> Any:
