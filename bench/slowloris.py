@@ -50,7 +50,8 @@ def probe(host: str, port: int, path: str, timeout: float = 5.0) -> tuple[int, f
     return status, time.perf_counter() - started
 
 
-def _slow_client(host: str, port: int, drip: float, stop: threading.Event, report: Report, lock: threading.Lock) -> None:
+def _slow_client(host: str, port: int, drip: float, stop: threading.Event, report: Report,
+                 lock: threading.Lock) -> None:
     sock, sent = None, 0
     while not stop.is_set():
         try:

@@ -218,8 +218,8 @@ def test_drain_finishes_in_flight_request_and_fails_readiness(small_baseline):
     assert done == [True]
 
 
-@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0 and not Path(
-    "/proc/sys/kernel/unprivileged_userns_clone").exists(), reason="needs unshare (root or user namespaces)")
+@pytest.mark.skipif(shutil.which("unshare") is None or (os.geteuid() != 0 and not Path(
+    "/proc/sys/kernel/unprivileged_userns_clone").exists()), reason="needs unshare (root or user namespaces)")
 def test_sigterm_as_pid1_drains_and_exits_0(tmp_path, small_baseline):
     import orjson
 
