@@ -121,13 +121,27 @@ _PATHS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def openapi_document(groups: tuple[str, ...]) -> dict[str, Any]:
-    """The document for one listener: only the routes it serves."""
+def _with_models(node: Any, models: list[str]) -> Any:
+    """A copy of ``node`` where every ``model`` property names one of the configured models."""
+    if isinstance(node, dict):
+        out = {k: _with_models(v, models) for k, v in node.items()}
+        props = out.get("properties")
+        if isinstance(props, dict) and "model" in props:
+            props["model"] = {"type": "string", "enum": models}
+        return out
+    if isinstance(node, list):
+        return [_with_models(v, models) for v in node]
+    return node
+
+
+def openapi_document(groups: tuple[str, ...], models: list[str] | None = None) -> dict[str, Any]:
+    """The document for one listener: only the routes it serves; ``model`` lists the configured models."""
+    schemas = _with_models(_SCHEMAS, models) if models else _SCHEMAS
     return {
         "openapi": "3.0.3",
         "info": {"title": "mlmon", "version": __version__,
                  "description": "Prometheus sidecar for ML models: ingest predictions, labels and events."},
         "paths": {path: spec for path, (group, spec) in _PATHS.items() if group in groups},
-        "components": {"schemas": _SCHEMAS, "securitySchemes": {
+        "components": {"schemas": schemas, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"}, "basic": {"type": "http", "scheme": "basic"}}},
     }

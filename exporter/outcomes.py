@@ -185,6 +185,9 @@ class OutcomeTracker:
                                  for v in predicted], dtype=np.float64)
         else:
             pred_col = self.class_index.indices(predicted).astype(np.int16)
+            if ids is not None and (pred_col < 0).any():
+                # A record without a predicted class has nothing a label could be compared with.
+                ids = [None if p < 0 else i for i, p in zip(ids, pred_col.tolist(), strict=True)]
         columns: dict[str, Any] = {"predicted": pred_col}
         estimate = None
         if proba is not None:

@@ -207,7 +207,7 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
 
     @route("read", "GET", "/openapi.json")
     def openapi() -> Response:
-        return _json(openapi_document(groups))
+        return _json(openapi_document(groups, list(service.monitors)))
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(exc: RequestEntityTooLarge) -> Response:
