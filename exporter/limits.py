@@ -82,3 +82,27 @@ def lenient_loads(raw: bytes | str) -> Any:
     """
     text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
     return _walk(json.loads(text), "$", 0)
+
+
+MMAP_THRESHOLD = 256 * 1024
+
+
+def return_large_allocations() -> None:
+    """Make glibc serve allocations over 256 KB with mmap, so they go back to the OS when freed.
+
+    glibc raises its mmap threshold after the first large free, after which request-sized buffers
+    (a 1 MB string, a 10 MB body) stay cached in each worker thread's arena: a few large requests
+    then hold ~10 MB of RSS per thread for the life of the process. A fixed threshold keeps RSS
+    flat (bench/RESULTS.md, "cardinality"). No-op where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        return
+    if mallopt is not None:
+        mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD

@@ -30,7 +30,7 @@ from exporter.batch import PayloadError
 from exporter.config import ServerConfig
 from exporter.formats import decode_event
 from exporter.formats.native import parse_predictions
-from exporter.limits import lenient_loads
+from exporter.limits import lenient_loads, return_large_allocations
 from exporter.openapi import openapi_document
 from exporter.service import Service
 from exporter.tls import TLSProxy
@@ -283,6 +283,8 @@ def _harden(server: Any, request_timeout: float) -> Any:
 
 def _waitress(app: Flask, cfg: ServerConfig, threads: int, **where: Any) -> Any:
     from waitress import create_server
+
+    return_large_allocations()
 
     return _harden(create_server(
         app, threads=threads,
