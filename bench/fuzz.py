@@ -81,13 +81,8 @@ def main() -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import _common
 
-    from exporter.server import build_listeners
-
     _common.print_machine()
-    service = _common.make_service(_common.make_baseline(n=5_000))
-    [listener] = build_listeners(service)
-    listener.start()
-    service.start()
+    service, listener = _common.start_listener()
     started = time.perf_counter()
     try:
         result = fuzz(listener.url, args.examples, args.seed)
