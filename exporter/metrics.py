@@ -50,6 +50,10 @@ def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
         f.counter("mlmon_labels_expired", "Pending predictions dropped before their label came.",
                   ["model", "reason"], [m, reason], count)
     f.gauge("mlmon_labels_pending", "Predictions waiting for their label.", ["model"], [m], pending)
+    unjoinable = {"duplicate_id": outcomes.store.duplicate_predictions, **outcomes.unjoinable}
+    for reason in ("duplicate_id", "no_prediction", "wrong_type"):
+        f.counter("mlmon_predictions_unjoinable", "Predictions with an id that no label can join, by reason "
+                  "(a repeated id keeps its first copy).", ["model", "reason"], [m, reason], unjoinable.get(reason, 0))
     cumulative, buckets = 0, []
     for le, count in zip([*LABEL_DELAY_BUCKETS, math.inf], counters.delay_buckets.tolist(), strict=True):
         cumulative += count

@@ -10,6 +10,8 @@ from typing import Any
 
 from exporter import __version__
 
+EVENT_TYPES = ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response",
+               "io.seldon.serving.inference.request", "io.seldon.serving.inference.response"]
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _INGEST_RESULT = {"$ref": "#/components/schemas/IngestResult"}
 _SCALAR = {"oneOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
@@ -56,12 +58,24 @@ _SCHEMAS: dict[str, Any] = {
     "LabelResult": {"type": "object", "properties": {
         "matched": {"type": "integer"}, "unmatched": {"type": "integer"}, "duplicates": {"type": "integer"},
         "rejected": {"type": "array", "items": {"type": "object"}}}},
+    "InferenceBody": {"description": "Binary mode: the logged body itself (KServe v1 instances, Open Inference "
+                      "Protocol inputs/outputs, TF Serving, Seldon).", "oneOf": [
+        {"type": "object", "required": ["instances"], "properties": {
+            "instances": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}},
+        {"type": "object", "required": ["predictions"], "properties": {
+            "predictions": {"type": "array", "items": _SCALAR}}},
+        {"type": "object", "required": ["inputs"], "properties": {"inputs": {"type": "array", "items": {
+            "type": "object", "required": ["name", "shape", "datatype", "data"], "properties": {
+                "name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+                "datatype": {"type": "string", "enum": ["FP32", "FP64", "INT64", "BYTES", "BOOL"]},
+                "data": {"type": "array", "items": _SCALAR}}}}}}]},
     "CloudEvent": {"type": "object", "description": "A structured-mode CloudEvent whose data is an inference "
                    "request or response (KServe v1/v2, Open Inference Protocol, TF Serving, Seldon).",
                    "required": ["specversion", "id", "source", "type"], "properties": {
                        "specversion": {"type": "string", "enum": ["1.0"]}, "id": {"type": "string"},
-                       "source": {"type": "string"}, "type": {"type": "string"},
-                       "inferenceservicename": {"type": "string"}, "data": {}}},
+                       "source": {"type": "string"}, "type": {"type": "string", "enum": EVENT_TYPES},
+                       "inferenceservicename": {"type": "string"},
+                       "data": {"$ref": "#/components/schemas/InferenceBody"}}},
 }
 
 
@@ -96,10 +110,15 @@ _PATHS: dict[str, tuple[str, dict[str, Any]]] = {
     "/v1/events": ("ingest", {"post": {
         "summary": "Payload-logger CloudEvents (binary mode with ce-* headers, or structured mode)",
         "requestBody": {"required": True, "content": {
-            "application/json": {"schema": {"type": "object"}},
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceBody"}},
             "application/cloudevents+json": {"schema": {"$ref": "#/components/schemas/CloudEvent"}}}},
-        "parameters": [{"name": n, "in": "header", "required": False, "schema": {"type": "string"}}
-                       for n in ("ce-id", "ce-type", "ce-source", "ce-specversion", "ce-inferenceservicename")],
+        "parameters": [
+            {"name": "ce-id", "in": "header", "required": True,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[a-z0-9-]+$"}},
+            {"name": "ce-type", "in": "header", "required": True, "schema": {"type": "string", "enum": EVENT_TYPES}},
+            {"name": "ce-source", "in": "header", "required": True, "schema": {"type": "string", "enum": ["fuzz"]}},
+            {"name": "ce-specversion", "in": "header", "required": True, "schema": {"type": "string", "enum": ["1.0"]}},
+            {"name": "ce-inferenceservicename", "in": "header", "required": True, "schema": {"type": "string"}}],
         "responses": {"202": _answer("Accepted", {"type": "object", "properties": {
             "ingested": {"type": "integer"}, "pending": {"type": "integer"}}}), **_ERRORS}}}),
     "/v1/models": ("read", {"get": {
@@ -126,8 +145,11 @@ def _with_models(node: Any, models: list[str]) -> Any:
     if isinstance(node, dict):
         out = {k: _with_models(v, models) for k, v in node.items()}
         props = out.get("properties")
-        if isinstance(props, dict) and "model" in props:
-            props["model"] = {"type": "string", "enum": models}
+        for key in ("model", "inferenceservicename"):
+            if isinstance(props, dict) and key in props:
+                props[key] = {"type": "string", "enum": models}
+        if out.get("name") == "ce-inferenceservicename":
+            out["schema"] = {"type": "string", "enum": models}
         return out
     if isinstance(node, list):
         return [_with_models(v, models) for v in node]
@@ -137,11 +159,12 @@ def _with_models(node: Any, models: list[str]) -> Any:
 def openapi_document(groups: tuple[str, ...], models: list[str] | None = None) -> dict[str, Any]:
     """The document for one listener: only the routes it serves; ``model`` lists the configured models."""
     schemas = _with_models(_SCHEMAS, models) if models else _SCHEMAS
+    paths = {path: spec for path, (group, spec) in _PATHS.items() if group in groups}
     return {
         "openapi": "3.0.3",
         "info": {"title": "mlmon", "version": __version__,
                  "description": "Prometheus sidecar for ML models: ingest predictions, labels and events."},
-        "paths": {path: spec for path, (group, spec) in _PATHS.items() if group in groups},
+        "paths": _with_models(paths, models) if models else paths,
         "components": {"schemas": schemas, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"}, "basic": {"type": "http", "scheme": "basic"}}},
     }

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -119,6 +120,8 @@ class OutcomeTracker:
         self.k = k
         self.class_index = _Index(len(self.classes), self.classes)
         self.positive = self._positive_class(config.positive_class)
+        self.unjoinable: Counter[str] = Counter()
+        """Predictions whose id was not kept for a label, by reason (duplicate ids are counted by the store)."""
         self.versions = _Index(MAX_VERSIONS)
         self.calibration = (performance.Calibration.from_dict(baseline.calibration)
                             if baseline.calibration else None)
@@ -183,11 +186,20 @@ class OutcomeTracker:
         if self.regression:
             pred_col = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                                  for v in predicted], dtype=np.float64)
+            unusable = ~np.isfinite(pred_col)
         else:
             pred_col = self.class_index.indices(predicted).astype(np.int16)
-            if ids is not None and (pred_col < 0).any():
-                # A record without a predicted class has nothing a label could be compared with.
-                ids = [None if p < 0 else i for i, p in zip(ids, pred_col.tolist(), strict=True)]
+            unusable = pred_col < 0
+        if ids is not None and unusable.any():
+            # A record without a usable prediction has nothing a label could be compared with: its id
+            # is not kept, so its label counts as unmatched instead of vanishing from quality.
+            lost = Counter("no_prediction" if p is None else "wrong_type"
+                           for i, p, bad in zip(ids, predicted, unusable.tolist(), strict=True)
+                           if bad and i is not None)
+            if lost:
+                with self._lock:
+                    self.unjoinable.update(lost)
+                ids = [None if bad else i for i, bad in zip(ids, unusable.tolist(), strict=True)]
         columns: dict[str, Any] = {"predicted": pred_col}
         estimate = None
         if proba is not None:
@@ -333,7 +345,9 @@ class OutcomeTracker:
                 continue
             labelled[name] = n
             classes = [*self.classes, OTHER]
-            positive = self.classes[self.positive] if self.positive is not None else None
+            # The positive class's precision/recall/F1 are the headline of a binary classifier only.
+            binary = self.positive is not None and len(self.classes) == 2
+            positive = self.classes[self.positive] if binary else None
             metrics = performance.classification_metrics(conf, classes, positive)
             values = {m: float(metrics[m]) for m in ("accuracy", "precision", "recall", "f1")}
             values.update({f"{m}_macro": float(metrics[f"{m}_macro"]) for m in ("precision", "recall", "f1")})

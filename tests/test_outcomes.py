@@ -3,10 +3,12 @@ the label-free estimate, correctness SLO events and the health score."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, serve
+from conftest import make_config, serve, shop_model
 from sklearn import metrics as skm
 from test_server import metric
 
@@ -107,7 +109,10 @@ def test_classification_quality_equals_sklearn():
     y_pred = np.where(proba >= 0.5, "yes", "no")
     assert q["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred), abs=1e-9)
     for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
-        assert q[name] == pytest.approx(fn(y_true, y_pred, average="macro", zero_division=0), abs=1e-9)
+        # binary: the headline is the positive class (the baseline's second class, "yes"), as sklearn's
+        # average="binary"; the macro averages stay available under *_macro
+        assert q[name] == pytest.approx(fn(y_true, y_pred, average="binary", pos_label="yes"), abs=1e-9)
+        assert q[f"{name}_macro"] == pytest.approx(fn(y_true, y_pred, average="macro", zero_division=0), abs=1e-9)
     two_col = np.column_stack([1 - proba, proba])  # sklearn orders labels: "no", "yes"
     assert q["log_loss"] == pytest.approx(skm.log_loss(y_true, two_col, labels=["no", "yes"]), abs=1e-9)
     assert q["brier"] == pytest.approx(skm.brier_score_loss(y_true == "yes", proba), abs=1e-9)
@@ -207,3 +212,25 @@ def test_labels_over_http(small_baseline):
         assert metric(server, "mlmon_confusion_total", model="shop", version="v1", actual="no", predicted="yes") == 1
         assert metric(server, "mlmon_model_quality", model="shop", version="v1", metric="accuracy") == 0.5
         assert metric(server, "mlmon_labels_pending", model="shop") == 3
+
+
+def test_unjoinable_predictions_are_counted_by_reason(small_baseline):
+    """Issue 9 item 8: a repeated id, a prediction of the wrong type, a record without a prediction."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=2_000)
+    train = pd.DataFrame({"x": x, "pred": 10 + 3 * x, "y": 10 + 3 * x})
+    regression = build_baseline(train, "r", prediction="pred", target="y")
+    config = replace(make_config(ModelConfig(name="r", task="regression"), shop_model()))
+    service = Service(config, {"r": regression, "shop": small_baseline})
+    for server in serve(service):
+        rec = [{"id": "a", "features": {"x": 1.0}, "prediction": "12.5"},  # a string: wrong type
+               {"id": "b", "features": {"x": 1.0}, "prediction": 12.5},
+               {"id": "b", "features": {"x": 1.0}, "prediction": 13.0},  # repeated id: first copy kept
+               {"id": "c", "features": {"x": 1.0}}]  # no prediction
+        assert server.post("/v1/predictions", {"model": "r", "records": rec}).json()["accepted"] == 4
+        labels = server.post("/v1/labels", {"model": "r", "labels": [
+            {"id": i, "label": 12.0} for i in ("a", "b", "c")]}).json()
+        assert (labels["matched"], labels["unmatched"]) == (1, 2)  # the string and the missing one cannot join
+        for reason, count in (("wrong_type", 1), ("duplicate_id", 1), ("no_prediction", 1)):
+            assert metric(server, "mlmon_predictions_unjoinable_total", model="r", reason=reason) == count
+        assert metric(server, "mlmon_predictions_unjoinable_total", model="shop", reason="wrong_type") == 0
