@@ -47,8 +47,9 @@ row_bodies = st.fixed_dictionaries({"model": st.just("shop"), "records": st.list
 column_bodies = st.fixed_dictionaries(
     {"model": st.just("shop"), "features": st.dictionaries(names, st.lists(scalars, min_size=3, max_size=3),
                                                            max_size=3)},
-    optional={"version": names, "predictions": st.lists(json_values, min_size=3, max_size=3),
-              "ids": st.lists(st.one_of(text, st.integers(), huge_ints), min_size=3, max_size=3),
+    # lengths vary on purpose: columns that disagree must be a 400, never an IndexError
+    optional={"version": names, "predictions": st.lists(json_values, min_size=1, max_size=4),
+              "ids": st.lists(st.one_of(text, st.integers(), huge_ints), min_size=1, max_size=4),
               "latency_seconds": st.lists(scalars, min_size=3, max_size=3)})
 
 

@@ -67,6 +67,12 @@ def test_integer_beyond_float_range_in_columns_and_features(live_server):
     assert live_server.get("/metrics").status_code == 200
 
 
+def test_columns_of_different_lengths_without_features_are_400(live_server):
+    r = live_server.post("/v1/predictions", {"model": "shop", "features": {}, "ids": ["a"],
+                                             "predictions": ["yes", {}]})
+    assert r.status_code == 400 and r.json()["field"] == "predictions"
+
+
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
                                           ""])
 def test_non_json_post_is_415_and_counted(live_server, content_type):
