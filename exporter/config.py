@@ -148,6 +148,10 @@ class LabelsConfig:
     ttl_seconds: float = 7 * 86400.0
     max_pending: int = 1_000_000
     stale_after_seconds: float = 86400.0
+    early_hold_seconds: float = 60.0
+    """How long a label that came before its prediction waits for it before it counts as unmatched."""
+    max_early: int = 10_000
+    """Labels held at once; beyond it the oldest counts as unmatched."""
 
 
 @dataclass(frozen=True)
@@ -455,7 +459,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
         else:
             buckets = tuple(float(v) for v in raw)
     lpath = f"{path}.labels"
-    labels = r.mapping(node.get("labels"), lpath, {"ttl", "max_pending", "stale_after"})
+    labels = r.mapping(node.get("labels"), lpath, {"ttl", "max_pending", "stale_after", "early_hold", "max_early"})
     fpath = f"{path}.fairness"
     fair = r.mapping(node.get("fairness"), fpath, {"attributes", "max_groups", "min_samples", "threshold"})
     tpath = f"{path}.traffic"
@@ -478,6 +482,8 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
             ttl_seconds=r.duration(labels, "ttl", lpath, LabelsConfig.ttl_seconds),
             max_pending=r.number(labels, "max_pending", lpath, LabelsConfig.max_pending, integer=True),
             stale_after_seconds=r.duration(labels, "stale_after", lpath, LabelsConfig.stale_after_seconds),
+            early_hold_seconds=r.duration(labels, "early_hold", lpath, LabelsConfig.early_hold_seconds),
+            max_early=r.number(labels, "max_early", lpath, LabelsConfig.max_early, integer=True, at_most=1_000_000),
         ),
         fairness=FairnessConfig(
             attributes=r.string_list(fair, "attributes", fpath),

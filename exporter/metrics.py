@@ -50,6 +50,8 @@ def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
         f.counter("mlmon_labels_expired", "Pending predictions dropped before their label came.",
                   ["model", "reason"], [m, reason], count)
     f.gauge("mlmon_labels_pending", "Predictions waiting for their label.", ["model"], [m], pending)
+    f.gauge("mlmon_labels_held", "Labels that came before their prediction, waiting up to labels.early_hold.",
+            ["model"], [m], counters.held)
     unjoinable = {"duplicate_id": outcomes.store.duplicate_predictions, **outcomes.unjoinable}
     for reason in ("duplicate_id", "no_prediction", "wrong_type"):
         f.counter("mlmon_predictions_unjoinable", "Predictions with an id that no label can join, by reason "

@@ -21,7 +21,7 @@ import numpy as np
 from exporter import performance
 from exporter.baseline import OTHER, Baseline, category_key
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
-from exporter.labels import PendingStore
+from exporter.labels import UNMATCHED, PendingStore
 from exporter.window import BucketRing
 
 MAX_VERSIONS = 10
@@ -99,6 +99,8 @@ class OutcomeCounters:
     invalid: int = 0
     expired_ttl: int = 0
     evicted_capacity: int = 0
+    held: int = 0
+    """Labels that came before their prediction, waiting up to ``labels.early_hold`` for it."""
     last_label: float = 0.0
     delay_buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LABEL_DELAY_BUCKETS) + 1, np.int64))
     delay_sum: float = 0.0
@@ -121,6 +123,8 @@ class OutcomeTracker:
         self.class_index = _Index(len(self.classes), self.classes)
         self.positive = self._positive_class(config.positive_class)
         self.unjoinable: Counter[str] = Counter()
+        self._early: dict[str, tuple[Any, float]] = {}
+        """Labels waiting for their prediction: id → (actual, received at), oldest first."""
         """Predictions whose id was not kept for a label, by reason (duplicate ids are counted by the store)."""
         self.versions = _Index(MAX_VERSIONS)
         self.calibration = (performance.Calibration.from_dict(baseline.calibration)
@@ -216,6 +220,8 @@ class OutcomeTracker:
                 self._estimate.add(now, estimate)
             if ids is not None and any(i is not None for i in ids):
                 self.store.add(ids, now, columns)
+                if self._early:
+                    self._join_held(ids, now)
 
     # ---- labels ------------------------------------------------------------------------
 
@@ -260,11 +266,48 @@ class OutcomeTracker:
                 return LabelResult(0, len(ids_kept), 0, rejected)
             took = self.store.take(ids_kept, now)
             self.counters.labels += took.matched
-            self.counters.unmatched += took.unmatched
+            held = self._hold(ids_kept, actual, took.status, now)  # may count evictions as unmatched
+            self.counters.unmatched += took.unmatched - held
             self.counters.duplicates += took.duplicates
             if took.matched:
                 self._join(took, actual[took.index], now)
         return LabelResult(took.matched, took.unmatched, took.duplicates, rejected)
+
+    def _hold(self, ids: list[str], actual: np.ndarray, status: np.ndarray, now: float) -> int:
+        """Keep unmatched labels for ``labels.early_hold``: their prediction may still be on its way
+        (the label service can be faster than the model's logger). Called under the lock."""
+        cfg = self.config.labels
+        if cfg.early_hold_seconds <= 0:
+            return 0
+        unmatched = np.flatnonzero(status == UNMATCHED)
+        for i in unmatched.tolist():
+            if len(self._early) >= cfg.max_early and ids[i] not in self._early:
+                self._early.pop(next(iter(self._early)))
+                self.counters.unmatched += 1
+            self._early[ids[i]] = (actual[i], now)
+        return int(unmatched.size)
+
+    def _join_held(self, ids: list[str | None], now: float) -> None:
+        """Join labels that came before these predictions. Called under the lock."""
+        held = {i: self._early.pop(i) for i in ids if i is not None and i in self._early}
+        if not held:
+            return
+        took = self.store.take(list(held), now)
+        self.counters.labels += took.matched
+        self.counters.unmatched += took.unmatched
+        self.counters.duplicates += took.duplicates
+        if took.matched:
+            values = np.asarray([v for v, _ in held.values()])
+            self._join(took, values[took.index], now)
+
+    def _expire_held(self, now: float) -> None:
+        cutoff = now - self.config.labels.early_hold_seconds
+        while self._early:
+            oldest = next(iter(self._early))
+            if self._early[oldest][1] > cutoff:
+                break
+            del self._early[oldest]
+            self.counters.unmatched += 1
 
     def _join(self, took: Any, actual: np.ndarray, now: float) -> None:
         c = self.counters
@@ -317,6 +360,7 @@ class OutcomeTracker:
     def expire(self, now: float) -> None:
         with self._lock:
             self.store.expire(now)
+            self._expire_held(now)
 
     # ---- evaluation --------------------------------------------------------------------
 
@@ -385,7 +429,7 @@ class OutcomeTracker:
             c = self.counters
             return OutcomeCounters(
                 labels=c.labels, unmatched=c.unmatched, duplicates=c.duplicates, invalid=c.invalid,
-                expired_ttl=self.store.expired_ttl, evicted_capacity=self.store.evicted_capacity,
+                expired_ttl=self.store.expired_ttl, evicted_capacity=self.store.evicted_capacity, held=len(self._early),
                 last_label=c.last_label,
                 delay_buckets=c.delay_buckets.copy(), delay_sum=c.delay_sum,
                 confusion={k: v.copy() for k, v in c.confusion.items()},
