@@ -382,9 +382,7 @@ def build_listeners(service: Service) -> list[Listener]:
     plans = [("main", cfg.listen, ROUTE_GROUPS if not cfg.metrics_listen else ("ingest", "read"), cfg.threads)]
     if cfg.metrics_listen:
         plans.append(("metrics", cfg.metrics_listen, ("scrape",), 2))
-    if not token and not _loopback(cfg.host):
-        log.warning("SECURITY: the ingest listener %s is reachable beyond this host and has no token; anyone who "
-                    "can reach it can write predictions and labels. Set server.auth_token_env.", cfg.listen)
+    warn_if_open(cfg, token)
     sockets_dir = tempfile.mkdtemp(prefix="mlmon-") if web and web.tls else None
     listeners = []
     for name, address, groups, threads in plans:
@@ -400,6 +398,15 @@ def build_listeners(service: Service) -> list[Listener]:
         else:
             listeners.append(Listener(name, address, _waitress(app, cfg, threads, host=host, port=int(port))))
     return listeners
+
+
+def warn_if_open(cfg: ServerConfig, token: str | None) -> bool:
+    """Log a prominent warning when the ingest listener is reachable beyond this host without a token."""
+    if token or _loopback(cfg.host):
+        return False
+    log.warning("SECURITY: the ingest listener %s is reachable beyond this host and has no token; anyone who "
+                "can reach it can write predictions and labels. Set server.auth_token_env.", cfg.listen)
+    return True
 
 
 def _loopback(host: str) -> bool:
