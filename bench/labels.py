@@ -24,7 +24,7 @@ import numpy as np
 import orjson
 from ingest_http import request, start_server, stop_server
 
-from exporter.labels import PendingStore
+from exporter.pending import PendingStore
 
 BATCH = 1_000
 TARGET = 100_000

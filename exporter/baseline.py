@@ -1,15 +1,13 @@
-"""Baseline profiles: statistics of the training data, never its rows.
+"""Building a baseline from training data (pandas): statistics of the data, never its rows.
 
 A profile fixes how live values are binned (quantile edges for numbers, a top-K vocabulary for
 categories), so the monitor only has to count bin indices and drift is a comparison of two
-count vectors.
+count vectors. The profile types and the loader live in :mod:`exporter.profile`, which the
+server imports without pandas; this module is for ``mlmon baseline``, the demo and tests.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,164 +15,30 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FORMAT = "mlmon-baseline/1"
-PREDICTION = "__prediction__"
-OTHER = "__other__"
-MAX_KNOWN_CATEGORIES = 10_000
-"""Rare training categories kept by name (not count) so they are not flagged as unexpected."""
+from exporter.profile import (
+    MAX_KNOWN_CATEGORIES,
+    PREDICTION,
+    Baseline,
+    BaselineError,
+    CategoricalProfile,
+    FeatureProfile,
+    NumericProfile,
+    category_key,
+    with_outer_bins,
+)
 
-
-class BaselineError(ValueError):
-    """A baseline file or build request that cannot be used; the message names the field."""
-
-
-def category_key(value: Any) -> str | None:
-    """Canonical string of a categorical value, so 1, 1.0 and "1" are one category.
-
-    Returns None for missing values (None, NaN).
-    """
-    if isinstance(value, str):
-        return value
-    if value is None:
-        return None
-    if isinstance(value, (bool, np.bool_)):
-        return "true" if value else "false"
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return None
-        if float(value).is_integer():
-            return str(int(value))
-    return str(value)
-
-
-@dataclass(frozen=True)
-class NumericProfile:
-    """Quantile bins of a numeric feature.
-
-    ``edges`` are the interior fine edges: value x falls in bin ``searchsorted(edges, x,
-    side="left")``, so bins are right-closed and the outer bins are open-ended.
-    ``coarse_starts`` are the fine-bin indices where each coarse bin begins.
-    """
-
-    name: str
-    edges: np.ndarray
-    fine_counts: np.ndarray
-    coarse_starts: np.ndarray
-    count: int
-    missing_rate: float
-    min: float
-    max: float
-    mean: float
-    std: float
-    kind: str = field(default="numeric", init=False)
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.edges) + 1
-
-    def bin_index(self, values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.edges, values, side="left")
-
-    def coarse_counts(self, fine: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(fine, self.coarse_starts, axis=-1)
-
-    @property
-    def support(self) -> tuple[float, float]:
-        """Where the open outer bins are taken to end for distances along the value axis.
-
-        Each outer bin is bounded by the training min/max, but no wider than its neighbouring
-        bin: with heavy tails the extremes are far away, and spreading 1 % of the mass out to
-        them would turn sampling noise in the tails into a large Wasserstein distance.
-        """
-        if self.edges.size < 2:
-            return self.min, self.max
-        lo = max(self.min, self.edges[0] - (self.edges[1] - self.edges[0]))
-        hi = min(self.max, self.edges[-1] + (self.edges[-1] - self.edges[-2]))
-        return float(lo), float(hi)
-
-    def coarse_labels(self) -> list[str]:
-        """Readable, sortable labels: ``03 (12.3, 20.1]``."""
-        bounds = np.concatenate(([-np.inf], self.edges, [np.inf]))
-        ends = [*self.coarse_starts[1:], self.n_bins]
-        return [f"{i:02d} ({bounds[s]:.4g}, {bounds[e]:.4g}]"
-                for i, (s, e) in enumerate(zip(self.coarse_starts, ends, strict=True))]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "numeric", "count": self.count, "missing_rate": self.missing_rate,
-                "min": self.min, "max": self.max, "mean": self.mean, "std": self.std,
-                "edges": self.edges.tolist(), "fine_counts": self.fine_counts.tolist(),
-                "coarse_starts": self.coarse_starts.tolist()}
-
-
-@dataclass(frozen=True)
-class CategoricalProfile:
-    """Top-K categories with their counts; everything else shares the final ``__other__`` bin."""
-
-    name: str
-    categories: tuple[str, ...]
-    counts: np.ndarray
-    count: int
-    missing_rate: float
-    known_rare: frozenset[str] = frozenset()
-    kind: str = field(default="categorical", init=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "index", {c: i for i, c in enumerate(self.categories)})
-
-    @property
-    def n_bins(self) -> int:
-        return len(self.categories) + 1
-
-    @property
-    def fine_counts(self) -> np.ndarray:
-        return self.counts
-
-    index: dict[str, int] = field(init=False, repr=False, compare=False)
-
-    def lookup(self, key: str) -> int:
-        return self.index.get(key, len(self.categories))
-
-    def is_known(self, key: str) -> bool:
-        return key in self.index or key in self.known_rare
-
-    def coarse_counts(self, fine: np.ndarray) -> np.ndarray:
-        return fine
-
-    def coarse_labels(self) -> list[str]:
-        return [*self.categories, OTHER]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": "categorical", "count": self.count, "missing_rate": self.missing_rate,
-                "categories": list(self.categories), "counts": self.counts.tolist(),
-                "known_rare": sorted(self.known_rare)}
-
-
-FeatureProfile = NumericProfile | CategoricalProfile
-
-
-@dataclass(frozen=True)
-class Baseline:
-    model: str
-    task: str
-    features: dict[str, FeatureProfile]
-    prediction: FeatureProfile | None = None
-    classes: tuple[str, ...] = ()
-    reference_quality: dict[str, float] = field(default_factory=dict)
-    calibration: dict[str, list[float]] | None = None
-    n_rows: int = 0
-    created_at: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT, "model": self.model, "task": self.task, "n_rows": self.n_rows,
-            "created_at": self.created_at, "classes": list(self.classes),
-            "reference_quality": self.reference_quality, "calibration": self.calibration,
-            "features": {name: p.to_json() for name, p in self.features.items()},
-            "prediction": self.prediction.to_json() if self.prediction else None,
-        }
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_json(), indent=1, allow_nan=False) + "\n", encoding="utf-8")
+__all__ = [
+    "Baseline",
+    "BaselineError",
+    "CategoricalProfile",
+    "FeatureProfile",
+    "NumericProfile",
+    "build_baseline",
+    "categorical_profile",
+    "numeric_profile",
+    "read_table",
+    "reference_quality",
+]
 
 
 def numeric_profile(name: str, values: np.ndarray, fine_bins: int = 100, coarse_bins: int = 10) -> NumericProfile:
@@ -190,6 +54,7 @@ def numeric_profile(name: str, values: np.ndarray, fine_bins: int = 100, coarse_
     fine = np.bincount(np.searchsorted(edges, finite, side="left"), minlength=len(edges) + 1)
     n_fine = len(edges) + 1
     starts = np.unique(np.floor(np.linspace(0, n_fine, min(coarse_bins, n_fine) + 1)[:-1]).astype(np.int64))
+    edges, fine, starts = with_outer_bins(edges, fine, starts, float(finite.min()), float(finite.max()))
     return NumericProfile(
         name=name, edges=edges, fine_counts=fine.astype(np.int64), coarse_starts=starts,
         count=int(finite.size), missing_rate=float(1 - finite.size / values.size),
@@ -268,7 +133,9 @@ def build_baseline(
     if not features:
         raise BaselineError("data: no feature columns left to profile")
 
-    pred_profile, classes, quality = None, (), {}
+    pred_profile: FeatureProfile | None = None
+    classes: tuple[str, ...] = ()
+    quality: dict[str, float] = {}
     if prediction is not None:
         pred = df[prediction]
         if task is None:
@@ -321,72 +188,15 @@ def reference_quality(target: pd.Series, prediction: pd.Series, task: str) -> di
         y = target[keep].to_numpy(dtype=np.float64)
         p = prediction[keep].to_numpy(dtype=np.float64)
         return performance.regression_metrics(performance.regression_sums(y, p))
-    actual = [category_key(v) for v in target[keep]]
-    predicted = [category_key(v) for v in prediction[keep]]
+    # notna() above leaves no value whose key is None; "" stands in for the impossible case.
+    actual = [category_key(v) or "" for v in target[keep]]
+    predicted = [category_key(v) or "" for v in prediction[keep]]
     classes = sorted(set(actual) | set(predicted))
     index = {c: i for i, c in enumerate(classes)}
     confusion = performance.confusion_counts(
         np.array([index[a] for a in actual]), np.array([index[p] for p in predicted]), len(classes))
     metrics = performance.classification_metrics(confusion, classes)
     return {k: float(v) for k, v in metrics.items() if k in ("accuracy", "precision", "recall", "f1")}
-
-
-def _load_profile(name: str, node: Any, path: str) -> FeatureProfile:
-    if not isinstance(node, dict) or node.get("kind") not in ("numeric", "categorical"):
-        raise BaselineError(f"{path}.kind: must be 'numeric' or 'categorical'")
-    try:
-        if node["kind"] == "numeric":
-            edges = np.asarray(node["edges"], dtype=np.float64)
-            fine = np.asarray(node["fine_counts"], dtype=np.int64)
-            starts = np.asarray(node["coarse_starts"], dtype=np.int64)
-            if fine.size != edges.size + 1 or np.any(np.diff(edges) <= 0):
-                raise BaselineError(f"{path}.edges: must be strictly increasing with one fewer entry than fine_counts")
-            if starts.size == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= fine.size:
-                raise BaselineError(f"{path}.coarse_starts: must start at 0 and increase within the fine bins")
-            return NumericProfile(
-                name=name, edges=edges, fine_counts=fine, coarse_starts=starts, count=int(node["count"]),
-                missing_rate=float(node["missing_rate"]), min=float(node["min"]), max=float(node["max"]),
-                mean=float(node["mean"]), std=float(node["std"]))
-        cats = tuple(str(c) for c in node["categories"])
-        counts = np.asarray(node["counts"], dtype=np.int64)
-        if counts.size != len(cats) + 1:
-            raise BaselineError(f"{path}.counts: must have one entry per category plus one for {OTHER}")
-        return CategoricalProfile(
-            name=name, categories=cats, counts=counts, count=int(node["count"]),
-            missing_rate=float(node["missing_rate"]), known_rare=frozenset(node.get("known_rare", ())))
-    except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, BaselineError):
-            raise
-        raise BaselineError(f"{path}: malformed profile ({type(exc).__name__}: {exc})") from exc
-
-
-def baseline_from_json(data: Any, source: str = "baseline") -> Baseline:
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise BaselineError(f"{source}: not an mlmon baseline (expected format {FORMAT!r})")
-    feats = data.get("features")
-    if not isinstance(feats, dict) or not feats:
-        raise BaselineError(f"{source}: features: must be a non-empty mapping")
-    features = {name: _load_profile(name, node, f"features.{name}") for name, node in feats.items()}
-    pred = data.get("prediction")
-    return Baseline(
-        model=str(data.get("model", "")), task=str(data.get("task", "classification")), features=features,
-        prediction=_load_profile(PREDICTION, pred, "prediction") if pred else None,
-        classes=tuple(str(c) for c in data.get("classes") or ()),
-        reference_quality={str(k): float(v) for k, v in (data.get("reference_quality") or {}).items()},
-        calibration=data.get("calibration"), n_rows=int(data.get("n_rows", 0)),
-        created_at=str(data.get("created_at", "")),
-    )
-
-
-def load_baseline(path: str | Path) -> Baseline:
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BaselineError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    except json.JSONDecodeError as exc:
-        raise BaselineError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from exc
-    return baseline_from_json(data, str(path))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

@@ -8,6 +8,7 @@ the parser dropping them silently.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,11 @@ class Rejection:
         return {"index": self.index, "field": self.field, "reason": self.reason}
 
 
+_UNSET_FLOAT = np.empty(0, dtype=np.float64)
+_UNSET_BOOL = np.empty(0, dtype=bool)
+"""Defaults of the optional columns, replaced in ``__post_init__`` by a column of ``size``."""
+
+
 @dataclass
 class Batch:
     """Records of one model and version, column by column.
@@ -54,18 +60,20 @@ class Batch:
     model: str
     version: str
     size: int
-    features: dict[str, list[Any] | np.ndarray] = field(default_factory=dict)
+    features: Mapping[str, list[Any] | np.ndarray] = field(default_factory=dict)
     predictions: list[Any] | None = None
     ids: list[str | None] | None = None
-    latency_seconds: np.ndarray | None = None
-    error: np.ndarray | None = None
+    latency_seconds: np.ndarray = field(default_factory=lambda: _UNSET_FLOAT)
+    """Seconds per record, NaN where not reported; left out, no record reported one."""
+    error: np.ndarray = field(default_factory=lambda: _UNSET_BOOL)
+    """True where the model server marked the record failed; left out, none was."""
     groups: dict[str, list[Any]] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.latency_seconds is None:
+        if self.latency_seconds is _UNSET_FLOAT:
             self.latency_seconds = np.full(self.size, np.nan)
-        if self.error is None:
+        if self.error is _UNSET_BOOL:
             self.error = np.zeros(self.size, dtype=bool)
 
 

@@ -6,8 +6,8 @@ baseline never saw disables fairness and binary quality); now it is an error nam
 
 from __future__ import annotations
 
-from exporter.baseline import Baseline
 from exporter.config import LOWER_IS_BETTER, ModelConfig
+from exporter.profile import Baseline
 
 CLASSIFICATION_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "log_loss", "brier"})
 REGRESSION_METRICS = frozenset({"mae", "rmse", "mape"})

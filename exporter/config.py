@@ -11,16 +11,33 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
 DRIFT_METHODS = ("psi", "js", "kl", "ks", "wasserstein", "chi2")
 PVALUE_METHODS = frozenset({"chi2"})
-"""Methods whose threshold applies to the p-value (drift when p < threshold), not the score."""
+"""Methods whose *fixed* threshold is a p-value (drift when p < threshold), not a score."""
 
-DEFAULT_THRESHOLDS = {"psi": 0.2, "js": 0.1, "kl": 0.1, "ks": 0.1, "wasserstein": 0.1, "chi2": 0.01}
-DEFAULT_DETECTION = {"numeric": "wasserstein", "categorical": "psi"}
+AUTO = None
+"""A threshold of ``auto``: the method's null quantile at the window's n (``exporter.calibration``)."""
+DEFAULT_THRESHOLDS: dict[str, float | None] = dict.fromkeys(DRIFT_METHODS, AUTO)
+DEFAULT_DETECTION = {"numeric": "ks", "categorical": "chi2"}
+DEFAULT_FALSE_ALARM_RATE = 1e-5
+"""Per feature and evaluation, over the full and the recent window together (README "Drift detection")."""
+DEFAULT_RECENT_WINDOW_SECONDS = 300.0
+DEFAULT_MIN_EFFECT: dict[str, float] = {
+    "ks": 0.005,          # D: a 0.0125-sigma mean shift of a normal feature (0.01 sigma gives D = 0.004)
+    "wasserstein": 0.0125,  # W in robust-sigma units: the same shift
+    "chi2": 0.01,         # Cohen's w; a 0.05 share change always has w >= 0.1
+    "psi": 0.0001,        # PSI ~ w^2
+    "kl": 0.00005,        # KL ~ w^2 / 2
+    "js": 0.004,          # JS distance ~ w / sqrt(8 ln 2)
+}
+"""Default relevance floors, in each method's own units (README "Drift detection"). Below the calibrated
+threshold up to n = 50,000 against a baseline of 100,000 (so the false-alarm rate holds there), above
+what a 0.01-sigma shift gives (so a million records of it are not an alarm)."""
+
 DEFAULT_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HIGHER_IS_BETTER = frozenset({"accuracy", "precision", "recall", "f1"})
 LOWER_IS_BETTER = frozenset({"log_loss", "brier", "mae", "rmse", "mape"})
@@ -98,25 +115,43 @@ class WindowConfig:
 @dataclass(frozen=True)
 class FeatureDriftConfig:
     detection: str | None = None
-    thresholds: dict[str, float] = field(default_factory=dict)
+    thresholds: dict[str, float | None] = field(default_factory=dict)
+    min_effect: dict[str, float] = field(default_factory=dict)
+    false_alarm_rate: float | None = None
 
 
 @dataclass(frozen=True)
 class DriftConfig:
     methods: tuple[str, ...] = DRIFT_METHODS
     detection: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_DETECTION))
-    thresholds: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    thresholds: dict[str, float | None] = field(default_factory=lambda: dict(DEFAULT_THRESHOLDS))
+    min_effect: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_MIN_EFFECT))
+    false_alarm_rate: float = DEFAULT_FALSE_ALARM_RATE
+    recent_window_seconds: float = DEFAULT_RECENT_WINDOW_SECONDS
+    export_bins: bool = True
+    """Per-bin series (``mlmon_feature_bin_total``, ``mlmon_baseline_bin_ratio``): the fleet rules need them."""
     features: dict[str, FeatureDriftConfig] = field(default_factory=dict)
 
     def detection_for(self, feature: str, kind: str) -> str:
         own = self.features.get(feature)
         return (own.detection if own and own.detection else None) or self.detection[kind]
 
-    def threshold_for(self, feature: str, method: str) -> float:
+    def threshold_for(self, feature: str, method: str) -> float | None:
+        """The fixed threshold, or None for ``auto`` (calibrated to the window's n)."""
         own = self.features.get(feature)
         if own and method in own.thresholds:
             return own.thresholds[method]
-        return self.thresholds[method]
+        return self.thresholds.get(method, AUTO)
+
+    def min_effect_for(self, feature: str, method: str) -> float:
+        own = self.features.get(feature)
+        if own and method in own.min_effect:
+            return own.min_effect[method]
+        return self.min_effect.get(method, DEFAULT_MIN_EFFECT[method])
+
+    def false_alarm_rate_for(self, feature: str) -> float:
+        own = self.features.get(feature)
+        return own.false_alarm_rate if own and own.false_alarm_rate is not None else self.false_alarm_rate
 
 
 @dataclass(frozen=True)
@@ -273,6 +308,14 @@ class _Reader:
             self.fail(f"{path}.{key}", "must be below 1 (an objective of 100% leaves no error budget)")
         return value
 
+    @overload
+    def string(self, node: dict[str, Any], key: str, path: str, default: str,
+               choices: tuple[str, ...] | None = None) -> str: ...
+
+    @overload
+    def string(self, node: dict[str, Any], key: str, path: str, default: None = None,
+               choices: tuple[str, ...] | None = None) -> str | None: ...
+
     def string(self, node: dict[str, Any], key: str, path: str, default: str | None = None,
                choices: tuple[str, ...] | None = None) -> str | None:
         if key not in node:
@@ -340,19 +383,45 @@ def _limits(r: _Reader, node: Any, path: str) -> LimitsConfig:
     )
 
 
-def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float]:
+def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float | None]:
     node = r.mapping(node, path, set(DRIFT_METHODS))
-    out = {}
+    out: dict[str, float | None] = {}
     for method in node:
         if method in DRIFT_METHODS:
+            if node[method] == "auto":
+                out[method] = AUTO
+                continue
             at_most = 1.0 if method in PVALUE_METHODS else None
-            out[method] = r.number(node, method, path, DEFAULT_THRESHOLDS[method], at_most=at_most)
+            value = r.number(node, method, path, 0.0, at_most=at_most)
+            out[method] = value if value > 0 else AUTO
     return out
 
 
+def _min_effect(r: _Reader, node: Any, path: str) -> dict[str, float]:
+    node = r.mapping(node, path, set(DRIFT_METHODS))
+    return {m: r.number(node, m, path, DEFAULT_MIN_EFFECT[m], positive=False) for m in node if m in DRIFT_METHODS}
+
+
+def _false_alarm_rate(r: _Reader, node: dict[str, Any], path: str, default: float | None) -> float | None:
+    value = r.number(node, "false_alarm_rate", path, default or 0.0, at_most=0.5)
+    return value if "false_alarm_rate" in node else default
+
+
+def _recent_window(r: _Reader, node: dict[str, Any], path: str) -> float:
+    """Length of the recent window tested beside the full one; ``off`` (or 0) disables it."""
+    if node.get("recent_window") in (0, "0", "off", False):
+        return 0.0
+    return r.duration(node, "recent_window", path, DEFAULT_RECENT_WINDOW_SECONDS)
+
+
 def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
-    node = r.mapping(node, path, {"methods", "detection", "thresholds", "features"})
-    methods = DRIFT_METHODS
+    node = r.mapping(node, path, {"methods", "detection", "thresholds", "min_effect", "false_alarm_rate",
+                                  "recent_window", "export_bins", "features"})
+    export_bins = node.get("export_bins", True)
+    if not isinstance(export_bins, bool):
+        r.fail(f"{path}.export_bins", "must be true or false")
+        export_bins = True
+    methods: tuple[str, ...] = DRIFT_METHODS
     if "methods" in node:
         listed = r.string_list(node, "methods", path)
         for i, m in enumerate(listed):
@@ -372,12 +441,19 @@ def _drift(r: _Reader, node: Any, path: str) -> DriftConfig:
     feats = r.mapping(node.get("features"), f"{path}.features", set(node.get("features") or {}))
     for name, spec in feats.items():
         fpath = f"{path}.features.{name}"
-        spec = r.mapping(spec, fpath, {"detection", "thresholds"})
+        spec = r.mapping(spec, fpath, {"detection", "thresholds", "min_effect", "false_alarm_rate"})
         features[str(name)] = FeatureDriftConfig(
             detection=r.string(spec, "detection", fpath, None, DRIFT_METHODS),
             thresholds=_thresholds(r, spec.get("thresholds"), f"{fpath}.thresholds"),
+            min_effect=_min_effect(r, spec.get("min_effect"), f"{fpath}.min_effect"),
+            false_alarm_rate=_false_alarm_rate(r, spec, fpath, None),
         )
-    return DriftConfig(methods=methods, detection=detection, thresholds=thresholds, features=features)
+    return DriftConfig(
+        methods=methods, detection=detection, thresholds=thresholds,
+        min_effect={**DEFAULT_MIN_EFFECT, **_min_effect(r, node.get("min_effect"), f"{path}.min_effect")},
+        false_alarm_rate=_false_alarm_rate(r, node, path, DEFAULT_FALSE_ALARM_RATE) or DEFAULT_FALSE_ALARM_RATE,
+        recent_window_seconds=_recent_window(r, node, path), export_bins=export_bins,
+        features=features)
 
 
 def _slos(r: _Reader, node: Any, path: str, task: str) -> tuple[SLOConfig, ...]:

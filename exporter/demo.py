@@ -17,10 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from exporter.baseline import Baseline, build_baseline
+from exporter.baseline import build_baseline
 from exporter.client import MlmonClient
 from exporter.config import (
     Config,
+    DriftConfig,
     FairnessConfig,
     LabelsConfig,
     ModelConfig,
@@ -29,6 +30,7 @@ from exporter.config import (
     SLOConfig,
     WindowConfig,
 )
+from exporter.profile import Baseline
 from exporter.service import Service
 
 MODEL = "churn"
@@ -103,6 +105,8 @@ def demo_config(port: int, host: str = "127.0.0.1") -> Config:
     window = WindowConfig(window_seconds=300, bucket_seconds=10, evaluation_interval_seconds=5, min_samples=200)
     model = ModelConfig(
         name=MODEL, task="classification", positive_class="churn", window=window,
+        # A 5-minute demo window: test the last minute beside it, so the recent window shows too.
+        drift=DriftConfig(recent_window_seconds=60),
         slos=(SLOConfig("latency", "latency", 0.99, threshold_seconds=0.1),
               SLOConfig("availability", "availability", 0.995),
               SLOConfig("correctness", "correctness", 0.75)),
@@ -171,7 +175,7 @@ class Traffic:
         bands = np.select([ages < 30, ages < 45, ages < 60], AGE_BANDS[:3], AGE_BANDS[3])
         for i, row in enumerate(df.to_dict("records")):
             self.client.record(
-                row, {"churn": float(proba[i]), "stay": float(1 - proba[i])},
+                {str(k): v for k, v in row.items()}, {"churn": float(proba[i]), "stay": float(1 - proba[i])},
                 latency_seconds=float(latency[i]), id=f"demo-{self.sent + i}", error=bool(errors[i]),
                 groups={"age_band": str(bands[i]), "region": row["region"]})
             if arrives[i]:

@@ -11,14 +11,13 @@ outer bins open towards -inf / +inf. A categorical feature has one slot per base
 category plus a final ``__other__`` slot. ``baseline_counts`` and ``current_counts`` always use
 the same bins, so they must have the same length.
 
-Epsilon: a proportion below ``EPS`` (1e-4) is raised to ``EPS`` in PSI, KL and the chi-square
-expected shares, because a bin that is empty on one side (an unseen category, a tail the training
-data never reached) would otherwise make ``ln(c / b)`` or ``(o - e)**2 / e`` infinite and pin the
-score at +inf for as long as the window holds one such record; 1e-4 is far below the resolution of
-any window mlmon evaluates (1 / min_samples = 5e-3 by default) and of a 1 % quantile bin, so it
-only matters for truly empty bins. It is the same constant everywhere so that scores are
-comparable across features and with one set of thresholds. JS, KS and Wasserstein need no
-epsilon: they stay finite when a bin is empty.
+Epsilon: a proportion below ``EPS`` (1e-4) is raised to ``EPS`` in PSI and KL, because a bin that
+is empty on one side (an unseen category, a tail the training data never reached) would otherwise
+make ``ln(c / b)`` infinite and pin the score at +inf for as long as the window holds one such
+record; 1e-4 is far below the resolution of any window mlmon evaluates (1 / min_samples = 5e-3 by
+default) and of a 1 % quantile bin, so it only matters for truly empty bins. It is the same
+constant everywhere so that scores are comparable across features. JS, KS, Wasserstein and the
+two-sample chi-square need no epsilon: they stay finite when a bin is empty.
 
 Shapes: every function takes either one feature as 1-D count vectors and returns Python floats,
 or many features at once as 2-D ``(rows, bins)`` arrays (one feature per row, all rows with the
@@ -44,8 +43,11 @@ from numpy.typing import ArrayLike
 from scipy import special
 
 __all__ = [
+    "CHI2_MIN_EXPECTED",
     "EPS",
     "chi_square",
+    "chi_square_dof",
+    "gap_area",
     "js_distance",
     "kl_divergence",
     "ks_from_counts",
@@ -57,6 +59,10 @@ EPS: float = 1e-4
 """Floor for proportions in PSI, KL and chi-square expected shares (see the module docstring)."""
 
 _NAN = float("nan")
+
+CHI2_MIN_EXPECTED = 5.0
+"""Expected window count below which the monitor pools a category into one column for chi-square
+(the textbook rule of thumb; see ``_homogeneity_table``)."""
 
 Score = float | np.ndarray
 """A Python float for 1-D input, a float64 array of length ``rows`` for 2-D input."""
@@ -200,22 +206,53 @@ def ks_from_counts(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tup
     return x.out(d), x.out(p)
 
 
-def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike) -> tuple[Score, Score]:
-    """Pearson chi-square goodness-of-fit of the current counts against the baseline shares.
+def _homogeneity_table(x: _Counts, min_expected: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(window, baseline, used) columns of the 2 × k table the chi-square test runs on.
 
-    Expected counts are the floored baseline proportions, renormalised to sum to 1, times the
-    current total; renormalising keeps observed and expected totals equal, as the test requires.
-    The result equals ``scipy.stats.chisquare(current_counts, f_exp=expected)``; with one bin there
-    are no degrees of freedom and the p-value is NaN, as in scipy. The p-value is ``chdtrc``, the
-    function behind ``scipy.stats.chi2.sf``, without the per-call overhead of the distribution object.
+    Bins empty on both sides are not categories. With ``min_expected`` > 0, the bins whose expected
+    window count n (c + b) / (n + N) is below it are pooled into one extra column: the classic rule
+    that keeps Pearson's statistic close to its chi-square limit when a window is small against many
+    categories (30 Zipf categories at n = 200 leave most of them with under one expected record).
+    """
+    used = (x.c + x.b) > 0
+    if not min_expected > 0:
+        return x.c, x.b, used
+    rare = used & (x.nc * (x.c + x.b) / (x.nc + x.nb) < min_expected)
+    keep = used & ~rare
+    c = np.concatenate([np.where(keep, x.c, 0.0), (x.c * rare).sum(axis=1, keepdims=True)], axis=1)
+    b = np.concatenate([np.where(keep, x.b, 0.0), (x.b * rare).sum(axis=1, keepdims=True)], axis=1)
+    return c, b, np.concatenate([keep, rare.any(axis=1, keepdims=True)], axis=1)
+
+
+def chi_square(baseline_counts: ArrayLike, current_counts: ArrayLike,
+               min_expected: float = 0.0) -> tuple[Score, Score]:
+    """Pearson chi-square test of homogeneity between the window and the baseline (a 2 × k table).
+
+    The baseline is itself a sample, so the test is two-sample: with n window and N baseline records
+    and pooled shares, the statistic is sum_j (c_j N - n b_j)^2 / (n N (c_j + b_j)) over the bins that
+    hold at least one record on either side, with (that many bins - 1) degrees of freedom. A bin empty
+    on both sides (a top-K slot or ``__other__`` that nobody used) is not a category and adds neither
+    statistic nor a degree of freedom; no epsilon is involved. It equals
+    ``scipy.stats.chi2_contingency([current, baseline], correction=False)`` on the non-empty columns
+    (after pooling the rare ones, see ``_homogeneity_table``, when ``min_expected`` is set).
+    With fewer than two non-empty bins there is nothing to compare: statistic 0 and p-value NaN.
+    The p-value is ``chdtrc`` (what ``scipy.stats.chi2.sf`` calls), per row.
     """
     x = _Counts(baseline_counts, current_counts)
-    shares = _floored(x.b / x.nb)
-    expected = shares / shares.sum(axis=1, keepdims=True) * x.nc
-    stat = ((x.c - expected) ** 2 / expected).sum(axis=1)
-    dof = x.b.shape[1] - 1
-    p = special.chdtrc(dof, stat) if dof >= 1 else np.full(stat.shape, _NAN)
+    c, b, used = _homogeneity_table(x, min_expected)
+    pooled = c + b
+    terms = (c * x.nb - x.nc * b) ** 2 / np.where(used, pooled, 1.0)
+    stat = terms.sum(axis=1) / (x.nc * x.nb).ravel()
+    dof = used.sum(axis=1) - 1
+    with np.errstate(invalid="ignore"):
+        p = np.where(dof >= 1, special.chdtrc(np.maximum(dof, 1), stat), _NAN)
     return x.out(stat), x.out(p)
+
+
+def chi_square_dof(baseline_counts: ArrayLike, current_counts: ArrayLike, min_expected: float = 0.0) -> Score:
+    """Degrees of freedom ``chi_square`` uses with the same arguments: used columns minus one."""
+    x = _Counts(baseline_counts, current_counts)
+    return x.out(_homogeneity_table(x, min_expected)[2].sum(axis=1).astype(np.float64) - 1.0)
 
 
 def _per_row(name: str, value: ArrayLike, rows: int) -> np.ndarray:
@@ -241,6 +278,22 @@ def _check_support(lo: ArrayLike, hi: ArrayLike, lo_a: np.ndarray, hi_a: np.ndar
         i = int(np.argmax(bad))
         where = "" if one_d else f" in row {i}"
         raise ValueError(f"lo must not exceed hi, got lo={float(lo_a[i])!r}, hi={float(hi_a[i])!r}{where}")
+
+
+def gap_area(g: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Integral of |g| for a CDF difference ``g`` that is linear between boundaries.
+
+    ``g`` is (..., k + 1) values at the boundaries and ``width`` the (..., k) segment widths. On a
+    segment where g keeps its sign the integral is a trapezoid; where it changes sign, two triangles
+    meeting at the root: w * (g0^2 + g1^2) / (2 (|g0| + |g1|)). Shared with the null-distribution
+    simulation (``calibration``), which integrates simulated CDF gaps the same way.
+    """
+    g0, g1 = g[..., :-1], g[..., 1:]
+    a0, a1 = np.abs(g0), np.abs(g1)
+    crossing = g0 * g1 < 0
+    safe_sum = np.where(crossing, a0 + a1, 1.0)
+    area = np.where(crossing, width * (g0 * g0 + g1 * g1) / (2.0 * safe_sum), width * (a0 + a1) / 2.0)
+    return area.sum(axis=-1)
 
 
 def wasserstein_from_counts(
@@ -298,11 +351,4 @@ def wasserstein_from_counts(
     # rather than 1 - 1 after rounding.
     g = np.zeros((rows, k + 1))
     g[:, 1:-1] = _cdf_gap(x)
-    g0, g1 = g[:, :-1], g[:, 1:]
-    a0, a1 = np.abs(g0), np.abs(g1)
-    crossing = g0 * g1 < 0
-    # On a segment where the difference keeps its sign the integral is a trapezoid; where it
-    # changes sign it is two triangles meeting at the root: w * (g0^2 + g1^2) / (2 (|g0| + |g1|)).
-    safe_sum = np.where(crossing, a0 + a1, 1.0)
-    area = np.where(crossing, width * (g0 * g0 + g1 * g1) / (2.0 * safe_sum), width * (a0 + a1) / 2.0)
-    return x.out(area.sum(axis=1) / s)
+    return x.out(gap_area(g, width) / s)

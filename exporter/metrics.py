@@ -1,113 +1,237 @@
-"""Prometheus exposition: a custom collector that renders monitors as metric families.
+"""Prometheus exposition: a custom collector that maps monitor snapshots to metric families.
 
-It reads only counter snapshots and the last immutable evaluation, so a scrape never waits on
-statistics. Metric names are the contract with the dashboards and rules (docs/metrics.md).
+It reads only ``ModelMonitor.snapshot()`` (counters, resolved thresholds and the last immutable
+evaluation), so a scrape never waits on statistics and every number has one source. Families are
+declared in :mod:`exporter.contract`; a name missing there fails the scrape in tests, not in a
+dashboard. One function per theme: traffic, features, drift, outcomes, SLOs.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.baseline import OTHER, PREDICTION
-from exporter.monitor import QUALITY_CHECKS, ModelMonitor
+from exporter.contract import METRICS, MetricSpec, spec
+from exporter.monitor import ModelMonitor, Snapshot
 from exporter.outcomes import LABEL_DELAY_BUCKETS
 
-_QUALITY_METRICS = {
-    "missing": ("mlmon_feature_missing", "Values that were missing, null, NaN or infinite."),
-    "type_errors": ("mlmon_feature_type_errors", "Values of the wrong type, such as a string in a numeric feature."),
-    "out_of_range": ("mlmon_feature_out_of_range", "Numeric values outside the baseline's [min, max]."),
-    "unexpected": ("mlmon_feature_unexpected_category", "Categories never seen in the baseline."),
+_DATA_QUALITY_METRICS = {
+    "missing": "mlmon_feature_missing",
+    "type_errors": "mlmon_feature_type_errors",
+    "out_of_range": "mlmon_feature_out_of_range",
+    "unexpected": "mlmon_feature_unexpected_category",
 }
 LIMIT_NAMES = ("max_versions", "max_label_length", "max_unknown_feature_names", "max_classes")
-_DQ_THRESHOLDS = {"missing": "max_missing_ratio", "unexpected_category": "max_unexpected_category_ratio",
-                  "out_of_range": "max_out_of_range_ratio"}
+UNJOINABLE_REASONS = ("duplicate_id", "no_prediction", "wrong_type")
+Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
-def _finite(value: float) -> bool:
+def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
-    """Label join, confusion counts, quality, estimate and fairness of one model."""
-    outcomes = monitor.outcomes
-    if not outcomes.enabled:
-        return
-    m = monitor.name
-    counters, pending = outcomes.snapshot()
-    f.counter("mlmon_labels", "Labels joined to a prediction.", ["model"], [m], counters.labels)
-    f.counter("mlmon_labels_unmatched", "Labels with no pending prediction (unknown, expired or evicted id).",
-              ["model"], [m], counters.unmatched)
-    f.counter("mlmon_labels_duplicate", "Labels for a prediction that was already labelled.", ["model"], [m],
-              counters.duplicates)
-    for reason, count in (("ttl", counters.expired_ttl), ("capacity", counters.evicted_capacity)):
-        f.counter("mlmon_labels_expired", "Pending predictions dropped before their label came.",
-                  ["model", "reason"], [m, reason], count)
-    f.gauge("mlmon_labels_pending", "Predictions waiting for their label.", ["model"], [m], pending)
-    f.gauge("mlmon_labels_held", "Labels that came before their prediction, waiting up to labels.early_hold.",
-            ["model"], [m], counters.held)
-    unjoinable = {"duplicate_id": outcomes.store.duplicate_predictions, **outcomes.unjoinable}
-    for reason in ("duplicate_id", "no_prediction", "wrong_type"):
-        f.counter("mlmon_predictions_unjoinable", "Predictions with an id that no label can join, by reason "
-                  "(a repeated id keeps its first copy).", ["model", "reason"], [m, reason], unjoinable.get(reason, 0))
-    cumulative, buckets = 0, []
-    for le, count in zip([*LABEL_DELAY_BUCKETS, math.inf], counters.delay_buckets.tolist(), strict=True):
+def _family(metric: MetricSpec) -> Family:
+    labels = list(metric.labels)
+    if metric.kind == "counter":
+        return CounterMetricFamily(metric.name, metric.help, labels=labels)
+    if metric.kind == "histogram":
+        return HistogramMetricFamily(metric.name, metric.help, labels=labels)
+    return GaugeMetricFamily(metric.name, metric.help, labels=labels)
+
+
+def _buckets(bounds: Sequence[float], counts: Sequence[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts → the cumulative ``(le, count)`` pairs a histogram family takes."""
+    cumulative = 0
+    out: list[tuple[str, float]] = []
+    for le, count in zip([*bounds, math.inf], counts, strict=True):
         cumulative += count
-        buckets.append(("+Inf" if le == math.inf else repr(le), cumulative))
-    f.get(HistogramMetricFamily, "mlmon_label_delay_seconds", "Time from prediction to its label.",
-          ["model"]).add_metric([m], buckets, counters.delay_sum)
-    if counters.last_label:
-        f.gauge("mlmon_last_label_timestamp_seconds", "Unix time the last label was joined.", ["model"], [m],
-                counters.last_label)
-    f.gauge("mlmon_labels_stale_after_seconds", "Configured time without labels before the feed counts as stale.",
-            ["model"], [m], monitor.config.labels.stale_after_seconds)
-    names = [*outcomes.classes, OTHER]
-    for version, conf in sorted(counters.confusion.items()):
-        for a, p in zip(*np.nonzero(conf), strict=True):
-            f.counter("mlmon_confusion", "Joined outcomes by actual and predicted class (mergeable).",
-                      ["model", "version", "actual", "predicted"], [m, version, names[a], names[p]], int(conf[a, p]))
-    for metric, value in sorted(monitor.baseline.reference_quality.items()):
-        f.gauge("mlmon_model_quality_baseline", "Model quality on the baseline data.", ["model", "metric"],
-                [m, metric], value)
-    for metric, value in sorted(outcomes.thresholds(monitor.baseline).items()):
-        f.gauge("mlmon_model_quality_threshold",
-                "Alert threshold: below it for accuracy/precision/recall/f1, above it for error metrics.",
-                ["model", "metric"], [m, metric], value)
-    if outcomes.attributes:
-        f.gauge("mlmon_fairness_gap_threshold", "Configured alert threshold for fairness gaps.", ["model", "metric"],
-                [m, "demographic_parity_difference"], monitor.config.fairness.threshold)
-        f.gauge("mlmon_fairness_gap_threshold", "", ["model", "metric"],
-                [m, "equal_opportunity_difference"], monitor.config.fairness.threshold)
-    q = outcomes.evaluation
-    if q is None:
+        out.append(("+Inf" if le == math.inf else repr(float(le)), cumulative))
+    return out
+
+
+class _Families:
+    """Creates each family once, from its contract declaration, and keeps families grouped."""
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, Family] = {}
+
+    def _get(self, name: str) -> Family:
+        fam = self._by_name.get(name)
+        if fam is None:
+            fam = self._by_name[name] = _family(spec(name))
+        return fam
+
+    def add(self, name: str, labels: Sequence[str], value: float) -> None:
+        """One sample; ``labels`` in the order the contract declares them."""
+        fam = self._get(name)
+        if isinstance(fam, HistogramMetricFamily):
+            raise TypeError(f"{name} is a histogram; use histogram()")
+        fam.add_metric(list(labels), value)
+
+    def histogram(self, name: str, labels: Sequence[str], buckets: list[tuple[str, float]], total: float) -> None:
+        fam = self._get(name)
+        if not isinstance(fam, HistogramMetricFamily):
+            raise TypeError(f"{name} is a {fam.type}, not a histogram")
+        fam.add_metric(list(labels), buckets, total)
+
+    def all(self) -> Iterable[Metric]:
+        return self._by_name.values()
+
+
+def _traffic(s: Snapshot, f: _Families) -> None:
+    m = s.model
+    for version, v in sorted(s.versions.items()):
+        f.add("mlmon_predictions", [m, version], v.predictions)
+        f.add("mlmon_prediction_errors", [m, version], v.errors)
+        f.histogram("mlmon_prediction_latency_seconds", [m, version],
+                    _buckets(s.latency_bounds, v.latency_buckets.tolist()), v.latency_sum)
+        f.add("mlmon_last_prediction_timestamp_seconds", [m, version], v.last_seen)
+        f.add("mlmon_model_version_info", [m, version], 1)
+        f.add("mlmon_model_version_first_seen_timestamp_seconds", [m, version], v.first_seen)
+        for cls, count in sorted(v.classes.items()):
+            f.add("mlmon_prediction_class", [m, version, cls], count)
+    f.add("mlmon_ingest_rejected", [m, "invalid_record"], s.rejected.get("invalid_record", 0))
+    for reason, count in sorted(s.rejected.items()):
+        if reason != "invalid_record":
+            f.add("mlmon_ingest_rejected", [m, reason], count)
+    for limit in LIMIT_NAMES:
+        f.add("mlmon_limit_hits", [m, limit], s.limit_hits.get(limit, 0))
+    f.add("mlmon_predictions_stale_after_seconds", [m], s.stale_after_seconds)
+
+
+def _features(s: Snapshot, f: _Families) -> None:
+    """Coarse bins against the baseline, and data-quality counts per feature."""
+    m = s.model
+    f.add("mlmon_unknown_features", [m], s.unknown_features)
+    for fc in s.features:
+        f.add("mlmon_baseline_samples", [m, fc.feature], fc.baseline_samples)
+        if s.export_bins:
+            for label, count, ratio in zip(fc.bins, fc.counts, fc.baseline_ratio, strict=True):
+                f.add("mlmon_feature_bin", [m, fc.feature, label], count)
+                f.add("mlmon_baseline_bin_ratio", [m, fc.feature, label], ratio)
+        for check, count in (fc.data_quality or {}).items():
+            f.add(_DATA_QUALITY_METRICS[check], [m, fc.feature], count)
+    for check, ratio in s.data_quality_thresholds.items():
+        f.add("mlmon_data_quality_threshold_ratio", [m, check], ratio)
+
+
+def _drift(s: Snapshot, f: _Families) -> None:
+    """Window sizes and the last evaluation: scores, thresholds in force, flags, fleet critical values."""
+    m = s.model
+    f.add("mlmon_window_samples", [m], s.window_samples)
+    f.add("mlmon_window_min_samples", [m], s.window_min_samples)
+    ev = s.evaluation
+    if ev is None:
         return
-    for version, values in sorted(q.per_version.items()):
-        f.gauge("mlmon_quality_window_labels", "Labelled predictions in the quality window.", ["model", "version"],
-                [m, version], q.labelled[version])
-        for metric, value in sorted(values.items()):
-            if _finite(value):
-                f.gauge("mlmon_model_quality", "Model quality over the window, from joined labels.",
-                        ["model", "version", "metric"], [m, version, metric], value)
-    for version, classes in sorted(q.per_class.items()):
-        for cls, values in sorted(classes.items()):
-            for metric, value in sorted(values.items()):
-                if _finite(value):
-                    f.gauge("mlmon_model_class_quality", "Per-class precision, recall and F1 over the window.",
-                            ["model", "version", "class", "metric"], [m, version, cls, metric], value)
-    if _finite(q.estimated_accuracy):
-        f.gauge("mlmon_model_quality_estimated", "Label-free estimate from the predicted-class probability.",
-                ["model", "metric"], [m, "accuracy"], q.estimated_accuracy)
-    for attribute, gaps in sorted(q.fairness.items()):
-        for metric, value in sorted(gaps.items()):
-            if _finite(value):
-                f.gauge("mlmon_fairness_gap", "Max minus min rate across groups with enough samples.",
-                        ["model", "attribute", "metric"], [m, attribute, metric], value)
+    f.add("mlmon_evaluation_timestamp_seconds", [m], ev.timestamp)
+    f.add("mlmon_evaluation_duration_seconds", [m], ev.duration_seconds)
+    f.add("mlmon_drifted_features", [m], len(ev.drifted))
+    f.add("mlmon_recent_window_samples", [m], max((fd.recent_samples for fd in ev.features), default=0))
+    for fd in ev.features:
+        for method, score in fd.scores.items():
+            if _finite(score):
+                f.add("mlmon_feature_drift_score", [m, fd.feature, method], score)
+        for method, p in fd.pvalues.items():
+            if _finite(p):
+                f.add("mlmon_feature_drift_pvalue", [m, fd.feature, method], p)
+        for method, threshold in fd.thresholds.items():
+            if _finite(threshold):
+                f.add("mlmon_feature_drift_threshold", [m, fd.feature, method], threshold)
+        if fd.recent_score is not None and _finite(fd.recent_score):
+            f.add("mlmon_feature_drift_recent_score", [m, fd.feature, fd.detection], fd.recent_score)
+        if fd.recent_threshold is not None and _finite(fd.recent_threshold):
+            f.add("mlmon_feature_drift_recent_threshold", [m, fd.feature, fd.detection], fd.recent_threshold)
+        f.add("mlmon_feature_drift_min_effect", [m, fd.feature, fd.detection], fd.min_effect)
+        f.add("mlmon_feature_drift_fleet_min_effect", [m, fd.feature], fd.fleet_min_effect)
+        for window, critical in zip(("full", "recent"), fd.fleet_critical, strict=True):
+            if _finite(critical):
+                f.add("mlmon_feature_drift_fleet_critical", [m, fd.feature, window], critical)
+        if fd.detected is not None:
+            f.add("mlmon_feature_drift_detected", [m, fd.feature], int(fd.detected))
+
+
+def _outcomes(s: Snapshot, f: _Families) -> None:
+    """Label join, confusion counts, quality, estimate and fairness; then the health score."""
+    m = s.model
+    o = s.outcomes
+    ev = s.evaluation
+    if o is not None:
+        c = o.counters
+        f.add("mlmon_labels", [m], c.labels)
+        f.add("mlmon_labels_unmatched", [m], c.unmatched)
+        f.add("mlmon_labels_duplicate", [m], c.duplicates)
+        f.add("mlmon_labels_expired", [m, "ttl"], c.expired_ttl)
+        f.add("mlmon_labels_expired", [m, "capacity"], c.evicted_capacity)
+        f.add("mlmon_labels_pending", [m], o.pending)
+        f.add("mlmon_labels_held", [m], c.held)
+        for reason in UNJOINABLE_REASONS:
+            f.add("mlmon_predictions_unjoinable", [m, reason], c.unjoinable.get(reason, 0))
+        f.histogram("mlmon_label_delay_seconds", [m], _buckets(LABEL_DELAY_BUCKETS, c.delay_buckets.tolist()),
+                    c.delay_sum)
+        if c.last_label:
+            f.add("mlmon_last_label_timestamp_seconds", [m], c.last_label)
+        f.add("mlmon_labels_stale_after_seconds", [m], o.stale_after_seconds)
+        for version, conf in sorted(c.confusion.items()):
+            for a, p in zip(*np.nonzero(conf), strict=True):
+                f.add("mlmon_confusion", [m, version, o.class_names[a], o.class_names[p]], int(conf[a, p]))
+        for metric, value in sorted(o.reference_quality.items()):
+            f.add("mlmon_model_quality_baseline", [m, metric], value)
+        for metric, value in sorted(o.quality_thresholds.items()):
+            f.add("mlmon_model_quality_threshold", [m, metric], value)
+        for metric, value in o.fairness_thresholds.items():
+            f.add("mlmon_fairness_gap_threshold", [m, metric], value)
+        q = None if ev is None else ev.quality
+        if q is not None:
+            for version, values in sorted(q.per_version.items()):
+                f.add("mlmon_quality_window_labels", [m, version], q.labelled[version])
+                for metric, value in sorted(values.items()):
+                    if _finite(value):
+                        f.add("mlmon_model_quality", [m, version, metric], value)
+            for version, classes in sorted(q.per_class.items()):
+                for cls, cls_values in sorted(classes.items()):
+                    for metric, value in sorted(cls_values.items()):
+                        if _finite(value):
+                            f.add("mlmon_model_class_quality", [m, version, cls, metric], value)
+            if _finite(q.estimated_accuracy):
+                f.add("mlmon_model_quality_estimated", [m, "accuracy"], q.estimated_accuracy)
+            for attribute, gaps in sorted(q.fairness.items()):
+                for metric, value in sorted(gaps.items()):
+                    if _finite(value):
+                        f.add("mlmon_fairness_gap", [m, attribute, metric], value)
+    if ev is not None and math.isfinite(ev.health):
+        f.add("mlmon_model_health_score", [m], ev.health)
+        for component, value in sorted(ev.health_components.items()):
+            f.add("mlmon_model_health_component", [m, component], value)
+
+
+def _slo(s: Snapshot, f: _Families) -> None:
+    m = s.model
+    for slo in s.slos:
+        f.add("mlmon_slo_events", [m, slo.name], slo.events)
+        f.add("mlmon_slo_bad_events", [m, slo.name], slo.bad)
+        f.add("mlmon_slo_objective_ratio", [m, slo.name], slo.objective)
+        if slo.threshold_seconds is not None:
+            f.add("mlmon_slo_latency_threshold_seconds", [m, slo.name], slo.threshold_seconds)
+
+
+THEMES: tuple[Callable[[Snapshot, _Families], None], ...] = (_traffic, _features, _drift, _outcomes, _slo)
+
+
+def render(snapshots: Iterable[Snapshot], unattributed: dict[tuple[str, str], int]) -> list[Metric]:
+    """Snapshots → families, build info first. Pure: the same snapshots give the same families."""
+    fams = _Families()
+    fams.add("mlmon_build_info", [__version__], 1)
+    for snap in snapshots:
+        for theme in THEMES:
+            theme(snap, fams)
+    for (model, reason), count in sorted(unattributed.items()):
+        fams.add("mlmon_ingest_rejected", [model, reason], count)
+    return list(fams.all())
 
 
 class MlmonCollector(Collector):
@@ -121,149 +245,10 @@ class MlmonCollector(Collector):
         self._on_scrape = on_scrape
 
     def describe(self) -> list[Metric]:
-        return []  # unchecked collector: families depend on the configured models
+        """Every family of the contract (empty), so the registry refuses a clashing collector."""
+        return [_family(m) for m in METRICS]
 
     def collect(self) -> Iterator[Metric]:
         if self._on_scrape is not None:
             self._on_scrape()
-        build = GaugeMetricFamily("mlmon_build_info", "mlmon build; always 1.", labels=["version"])
-        build.add_metric([__version__], 1)
-        yield build
-        fams = _Families()
-        for monitor in self._monitors():
-            _render(monitor, fams)
-        for (model, reason), count in sorted(self._unattributed().items()):
-            fams.counter("mlmon_ingest_rejected", "Records mlmon refused, by reason.", ["model", "reason"],
-                         [model, reason], count)
-        yield from fams.all()
-
-
-class _Families:
-    """Creates each family once and hands it back by name, so families stay grouped."""
-
-    def __init__(self) -> None:
-        self._by_name: dict[str, Metric] = {}
-
-    def get(self, kind: type, name: str, doc: str, labels: list[str], **kw: Any) -> Any:
-        fam = self._by_name.get(name)
-        if fam is None:
-            fam = self._by_name[name] = kind(name, doc, labels=labels, **kw)
-        return fam
-
-    def gauge(self, name: str, doc: str, labels: list[str], values: list[str], value: float, **kw: Any) -> None:
-        self.get(GaugeMetricFamily, name, doc, labels, **kw).add_metric(values, value)
-
-    def counter(self, name: str, doc: str, labels: list[str], values: list[str], value: float) -> None:
-        self.get(CounterMetricFamily, name, doc, labels).add_metric(values, value)
-
-    def all(self) -> Iterable[Metric]:
-        return self._by_name.values()
-
-
-def _render(monitor: ModelMonitor, f: _Families) -> None:
-    m = monitor.name
-    snap = monitor.snapshot()
-    cfg = monitor.config
-    mv = ["model", "version"]
-    bounds = list(cfg.latency_buckets)
-    for version, s in sorted(snap.versions.items()):
-        f.counter("mlmon_predictions", "Prediction records ingested.", mv, [m, version], s.predictions)
-        f.counter("mlmon_prediction_errors", "Records the model server marked as failed.", mv, [m, version], s.errors)
-        cumulative, buckets = 0, []
-        for le, count in zip([*bounds, math.inf], s.latency_buckets.tolist(), strict=True):
-            cumulative += count
-            buckets.append(("+Inf" if le == math.inf else repr(float(le)), cumulative))
-        f.get(HistogramMetricFamily, "mlmon_prediction_latency_seconds",
-              "Model latency as reported by the model server.", mv).add_metric(
-            [m, version], buckets, s.latency_sum)
-        f.gauge("mlmon_last_prediction_timestamp_seconds", "Unix time of the last record ingested.",
-                mv, [m, version], s.last_seen)
-        f.gauge("mlmon_model_version_info", "Model versions seen; always 1.", mv, [m, version], 1)
-        f.gauge("mlmon_model_version_first_seen_timestamp_seconds", "Unix time a model version was first seen.",
-                mv, [m, version], s.first_seen)
-        for cls, count in sorted(s.classes.items()):
-            f.counter("mlmon_prediction_class", "Predicted classes.", ["model", "version", "class"],
-                      [m, version, cls], count)
-    f.counter("mlmon_ingest_rejected", "Records mlmon refused, by reason.", ["model", "reason"], [m, "invalid_record"],
-              snap.rejected.get("invalid_record", 0))
-    for reason, count in sorted(snap.rejected.items()):
-        if reason != "invalid_record":
-            f.counter("mlmon_ingest_rejected", "", ["model", "reason"], [m, reason], count)
-    for limit in LIMIT_NAMES:
-        f.counter("mlmon_limit_hits", "Times a cap on client-controlled input was hit (config key limits.<limit>).",
-                  ["model", "limit"], [m, limit], snap.limit_hits.get(limit, 0))
-    f.counter("mlmon_unknown_features", "Values of feature names the baseline does not know.", ["model"], [m],
-              snap.unknown_features)
-
-    mf = ["model", "feature"]
-    for i, profile in enumerate(monitor.profiles):
-        fine = snap.cumulative_bins[monitor.offsets[i]:monitor.offsets[i + 1]]
-        labels = profile.coarse_labels()
-        base = profile.coarse_counts(profile.fine_counts)
-        base_total = base.sum()
-        for label, count, b in zip(labels, profile.coarse_counts(fine).tolist(), base.tolist(), strict=True):
-            f.counter("mlmon_feature_bin", "Values per coarse bin (mergeable across replicas).",
-                      ["model", "feature", "bin"], [m, profile.name, label], count)
-            f.gauge("mlmon_baseline_bin_ratio", "Baseline share of each coarse bin.",
-                    ["model", "feature", "bin"], [m, profile.name, label], b / base_total if base_total else 0.0)
-        if profile.name == PREDICTION:
-            continue
-        for j, check in enumerate(QUALITY_CHECKS):
-            name, doc = _QUALITY_METRICS[check]
-            f.counter(name, doc, mf, [m, profile.name], int(snap.quality[i, j]))
-
-    dq = cfg.data_quality
-    for check, attr in _DQ_THRESHOLDS.items():
-        f.gauge("mlmon_data_quality_threshold_ratio", "Configured alert threshold for a data-quality rate.",
-                ["model", "check"], [m, check], getattr(dq, attr))
-
-    f.gauge("mlmon_predictions_stale_after_seconds", "Configured time without predictions before data counts as stale.",
-            ["model"], [m], cfg.stale_after_seconds)
-    f.gauge("mlmon_window_samples", "Records in the current window.", ["model"], [m], snap.window_samples)
-    f.gauge("mlmon_window_min_samples", "Records a window needs before drift is reported.", ["model"], [m],
-            cfg.window.min_samples)
-    ev = snap.evaluation
-    mfm = ["model", "feature", "method"]
-    for profile in monitor.profiles:
-        detection = cfg.drift.detection_for(profile.name, profile.kind)
-        f.gauge("mlmon_feature_drift_threshold",
-                "Configured drift threshold (for chi2, the p-value below which drift is detected).",
-                mfm, [m, profile.name, detection], cfg.drift.threshold_for(profile.name, detection))
-    if ev is not None:
-        f.gauge("mlmon_evaluation_timestamp_seconds", "Unix time of the last drift evaluation.", ["model"], [m],
-                ev.timestamp)
-        f.gauge("mlmon_evaluation_duration_seconds", "Time the last evaluation took.", ["model"], [m],
-                ev.duration_seconds)
-        f.gauge("mlmon_drifted_features", "Features (not the prediction) whose drift is over threshold.",
-                ["model"], [m], len(ev.drifted))
-        for fd in ev.features:
-            for method, score in fd.scores.items():
-                if _finite(score):
-                    f.gauge("mlmon_feature_drift_score", "Drift of the window against the baseline.",
-                            mfm, [m, fd.feature, method], score)
-            for method, p in fd.pvalues.items():
-                if _finite(p):
-                    f.gauge("mlmon_feature_drift_pvalue", "p-value of the drift test.", mfm,
-                            [m, fd.feature, method], p)
-            if fd.detected is not None:
-                f.gauge("mlmon_feature_drift_detected", "1 if the feature's drift is over its threshold.",
-                        mf, [m, fd.feature], int(fd.detected))
-    _render_outcomes(monitor, f)
-    if ev is not None and math.isfinite(ev.health):
-        f.gauge("mlmon_model_health_score", "Composite health in [0, 1]; see the README for the formula.",
-                ["model"], [m], ev.health)
-        for component, value in sorted(ev.health_components.items()):
-            f.gauge("mlmon_model_health_component", "Inputs of the health score, each in [0, 1].",
-                    ["model", "component"], [m, component], value)
-    correctness = monitor.outcomes.snapshot()[0].slo
-    for slo in cfg.slos:
-        events, bad = correctness.get(slo.name) or snap.slo.get(slo.name, (0, 0))
-        ms = ["model", "slo"]
-        f.counter("mlmon_slo_events", "SLI events counted for the SLO.", ms, [m, slo.name], events)
-        f.counter("mlmon_slo_bad_events", "SLI events that missed the SLO.", ms, [m, slo.name], bad)
-        f.gauge("mlmon_slo_objective_ratio", "Configured SLO objective (share of good events).", ms,
-                [m, slo.name], slo.objective)
-        if slo.threshold_seconds is not None:
-            f.gauge("mlmon_slo_latency_threshold_seconds", "Latency threshold of a latency SLO.", ms,
-                    [m, slo.name], slo.threshold_seconds)
-
+        yield from render([m.snapshot() for m in self._monitors()], self._unattributed())

@@ -8,27 +8,42 @@ that the metrics collector reads without touching the ingest path.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from exporter import drift
-from exporter.baseline import PREDICTION, Baseline, CategoricalProfile, FeatureProfile, NumericProfile, category_key
+from exporter import calibration, drift
 from exporter.batch import Batch, Rejection
-from exporter.config import PVALUE_METHODS, ModelConfig
-from exporter.limits import OTHER, safe_label
-from exporter.outcomes import LabelResult, OutcomeTracker, QualityEvaluation, meets
+from exporter.config import ModelConfig
+from exporter.limits import safe_label
+from exporter.outcomes import LabelResult, OutcomeCounters, OutcomeTracker, QualityEvaluation, meets
+from exporter.profile import (
+    OTHER,
+    PREDICTION,
+    Baseline,
+    CategoricalProfile,
+    FeatureProfile,
+    NumericProfile,
+    category_key,
+)
 from exporter.quality import encode
+from exporter.slots import Slots
 from exporter.window import BucketRing
 
 NUMERIC_METHODS = ("psi", "js", "kl", "ks", "wasserstein")
 CATEGORICAL_METHODS = ("psi", "js", "kl", "chi2")
 QUALITY_CHECKS = ("missing", "type_errors", "out_of_range", "unexpected")
+RECENT_SHARE = 0.1
+"""Share of the false-alarm rate spent on the recent window when both windows are tested. A clear
+shift crosses the recent window's threshold fast whatever its share (the threshold grows only with
+sqrt(log 1/alpha)); the full window keeps 90 %, so its power stays within a point of a test that
+spends the whole rate on it (bench/detection.py)."""
 HEALTH_WEIGHTS = {"quality": 0.4, "drift": 0.3, "data_quality": 0.15, "slo": 0.15}
 
 
@@ -41,19 +56,39 @@ def methods_for(profile: FeatureProfile) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class _NumericBins:
+    """What only numeric groups have: fine edges, value support and robust spread per row (Wasserstein)."""
+
+    edges: np.ndarray
+    support: np.ndarray
+    scale: np.ndarray
+
+
+@dataclass(frozen=True)
 class _DriftGroup:
-    """Features with one bin layout, stacked as rows; baseline side precomputed once."""
+    """Features with one bin layout, stacked as rows; baseline side and null quantiles precomputed once."""
 
     profiles: list[FeatureProfile]
     index: np.ndarray
     methods: tuple[str, ...]
     detections: list[str]
-    thresholds: list[dict[str, float]]
     base_fine: np.ndarray
     base_coarse: np.ndarray
-    edges: np.ndarray | None
-    support: np.ndarray | None
-    std: np.ndarray | None
+    base_n: np.ndarray
+    numeric: _NumericBins | None
+    coarse_dof: np.ndarray
+    fixed: np.ndarray
+    """Per row: the configured fixed threshold of its detection method, NaN for ``auto``."""
+    min_effect: np.ndarray
+    alpha: np.ndarray
+    """Per row: the false-alarm rate per evaluation, spent on the full window alone when the recent
+    window is below min_samples, else split between the two (Bonferroni, ``RECENT_SHARE``)."""
+    null: dict[str, np.ndarray]
+    """Per row, by budget (``alone``, ``full``, ``recent``): the null quantile of sqrt(n_eff) * statistic
+    at that share of alpha (KS, Wasserstein), else NaN."""
+    fleet_critical: np.ndarray
+    """Per row: chi-square critical values on the exported coarse bins, (rows, 2) for (full, recent)."""
+    fleet_min_effect: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -64,9 +99,18 @@ class FeatureDrift:
     scores: dict[str, float]
     pvalues: dict[str, float]
     thresholds: dict[str, float]
+    """The threshold in force for the detection method at this window's n (empty below min_samples)."""
     detection: str
     detected: bool | None
-    """None when the window holds fewer than ``min_samples`` values of this feature."""
+    """None when neither window holds ``min_samples`` values of this feature."""
+    recent_samples: int = 0
+    recent_score: float | None = None
+    recent_threshold: float | None = None
+    min_effect: float = 0.0
+    fleet_critical: tuple[float, float] = (float("nan"), float("nan"))
+    """Chi-square critical values on the coarse bins for the fleet rules: (full, recent) window."""
+    fleet_min_effect: float = 0.0
+    """Relevance floor of the fleet chi-square, as Cohen's w."""
 
 
 @dataclass(frozen=True)
@@ -107,16 +151,62 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """A consistent copy of the counters, taken under the lock in O(bins)."""
+class FeatureCounts:
+    """One feature (or the prediction) as a scrape shows it: coarse bins, data quality, drift threshold."""
 
+    feature: str
+    kind: str
+    bins: tuple[str, ...]
+    counts: tuple[int, ...]
+    """Cumulative values per coarse bin since start."""
+    baseline_ratio: tuple[float, ...]
+    data_quality: dict[str, int] | None
+    """Counts per ``QUALITY_CHECKS`` entry; None for the prediction, which is not a feature."""
+    baseline_samples: int
+    """Baseline rows with a value: N of the two-sample tests (baseline counts = ratio × N)."""
+
+
+@dataclass(frozen=True)
+class SLOCounts:
+    name: str
+    events: int
+    bad: int
+    objective: float
+    threshold_seconds: float | None
+
+
+@dataclass(frozen=True)
+class OutcomeSnapshot:
+    """The label join and its settings; absent when the model cannot be scored (no class list)."""
+
+    counters: OutcomeCounters
+    pending: int
+    class_names: tuple[str, ...]
+    reference_quality: dict[str, float]
+    quality_thresholds: dict[str, float]
+    fairness_thresholds: dict[str, float]
+    stale_after_seconds: float
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a scrape or a status request reads about one model, copied under the lock in O(bins)."""
+
+    model: str
     versions: dict[str, VersionStats]
-    cumulative_bins: np.ndarray
-    quality: np.ndarray
+    latency_bounds: tuple[float, ...]
+    features: tuple[FeatureCounts, ...]
     unknown_features: int
+    unknown_feature_names: tuple[str, ...]
     rejected: dict[str, int]
-    slo: dict[str, tuple[int, int]]
+    data_quality_thresholds: dict[str, float]
+    stale_after_seconds: float
     window_samples: int
+    window_min_samples: int
+    export_bins: bool
+    """Whether the per-bin series are exported (``drift.export_bins``)."""
+    slos: tuple[SLOCounts, ...]
+    outcomes: OutcomeSnapshot | None
     evaluation: Evaluation | None
     limit_hits: dict[str, int] = field(default_factory=dict)
 
@@ -135,20 +225,23 @@ class ModelMonitor:
         self._check_drift_config()
         sizes = np.array([p.n_bins for p in self.profiles], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(sizes)))
-        self._records_slot = int(self.offsets[-1])
-        # After the records slot: window sums of data-quality problems, then (events, bad) per
-        # request SLO; the health score reads them as rates over the window.
-        self._dq_slot = self._records_slot + 1
-        self._slo_slot = self._dq_slot + len(QUALITY_CHECKS)
         self._window_slos = [s for s in config.slos if s.type in ("latency", "availability")]
-        width = self._slo_slot + 2 * len(self._window_slos)
+        # The window vector: bins of every profile, the record count, window sums of data-quality
+        # problems, then (events, bad) per request SLO; the health score reads the last two as rates.
+        self._slots = Slots(bins=int(self.offsets[-1]), records=1, data_quality=len(QUALITY_CHECKS),
+                            slo=2 * len(self._window_slos))
+        self._records = self._slots.records.start
         win = config.window
         now = clock()
-        self._window = BucketRing(width, win.n_buckets, win.bucket_seconds, now)
+        self._window = BucketRing(self._slots.width, win.n_buckets, win.bucket_seconds, now)
         self.outcomes = OutcomeTracker(config, baseline, now)
+        # Buckets of the recent window tested beside the full one (0: off, or as long as the window).
+        recent = round(config.drift.recent_window_seconds / win.bucket_seconds)
+        self._recent_buckets = recent if 0 < recent < win.n_buckets else 0
         self._groups = self._drift_groups()
-        self._cumulative = np.zeros(self._records_slot, dtype=np.int64)
-        self._quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
+        self._cumulative = np.zeros(self._slots.bins.stop, dtype=np.int64)
+        self._data_quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
+        self._baseline_ratio = [self._ratio(p) for p in self.profiles]
         self._unknown_features = 0
         self.unknown_feature_names: list[str] = []
         self._versions: dict[str, VersionStats] = {}
@@ -161,6 +254,12 @@ class ModelMonitor:
         self._lock = threading.Lock()
         self._evaluation: Evaluation | None = None
         self.started_at = now
+
+    @staticmethod
+    def _ratio(profile: FeatureProfile) -> tuple[float, ...]:
+        base = profile.coarse_counts(profile.fine_counts)
+        total = base.sum()
+        return tuple((base / total).tolist()) if total else (0.0,) * base.size
 
     def _check_drift_config(self) -> None:
         cfg = self.config.drift
@@ -238,10 +337,11 @@ class ModelMonitor:
         """Add a parsed batch. Encoding runs outside the lock; only the additions hold it."""
         now = self.clock() if now is None else now
         n = batch.size
-        quality = np.zeros_like(self._quality)
+        quality = np.zeros_like(self._data_quality)
         parts: list[np.ndarray] = []
         pred_keys = None if batch.predictions is None else self._prediction_keys(batch.predictions)
         for i, profile in enumerate(self.profiles):
+            column: list[Any] | np.ndarray | None
             if profile.name == PREDICTION:
                 if pred_keys is None:
                     continue
@@ -257,9 +357,9 @@ class ModelMonitor:
                 parts.append(enc.bins + self.offsets[i])
         unknown = [name for name in batch.features if name not in self.feature_index]
         unknown_values = sum(sum(v is not None for v in batch.features[name]) for name in unknown)
-        parts.append(np.full(n, self._records_slot, dtype=np.int64))
+        parts.append(np.full(n, self._records, dtype=np.int64))
         vector = np.bincount(np.concatenate(parts), minlength=self._window.width)
-        vector[self._dq_slot:self._slo_slot] = quality[:len(self.baseline.features)].sum(axis=0)
+        vector[self._slots.data_quality] = quality[:len(self.baseline.features)].sum(axis=0)
 
         latency = batch.latency_seconds
         reported = latency[np.isfinite(latency)]
@@ -267,10 +367,10 @@ class ModelMonitor:
                                  minlength=self._latency_bounds.size + 1)
         errors = int(np.count_nonzero(batch.error))
         slo_add = self._slo_events(batch, reported)
-        for j, slo in enumerate(self._window_slos):
-            vector[self._slo_slot + 2 * j:self._slo_slot + 2 * j + 2] = slo_add[slo.name]
+        if self._window_slos:
+            vector[self._slots.slo] = np.ravel([slo_add[slo.name] for slo in self._window_slos])
         version = self._version(batch.version)
-        if pred_keys is not None:
+        if pred_keys is not None and batch.predictions is not None:
             self.outcomes.observe(batch.ids, version, pred_keys, self.outcomes.probabilities(batch.predictions),
                                   self._group_values(batch.groups), now)
         classes: Counter[str] = Counter()
@@ -279,8 +379,8 @@ class ModelMonitor:
 
         with self._lock:
             self._window.add(now, vector)
-            self._cumulative += vector[:self._records_slot]
-            self._quality += quality
+            self._cumulative += vector[self._slots.bins]
+            self._data_quality += quality
             self._unknown_features += unknown_values
             self._remember_unknown(unknown)
             if batch.rejected:
@@ -329,9 +429,10 @@ class ModelMonitor:
                 out[slo.name] = (reported_latency.size, int(np.count_nonzero(reported_latency > slo.threshold_seconds)))
         return out
 
-    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float | None = None) -> LabelResult:
+    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float | None = None,
+                      positions: Sequence[int] | None = None) -> LabelResult:
         """Join ground truth to pending predictions; invalid labels are refused alone."""
-        result = self.outcomes.ingest_labels(ids, labels, self.clock() if now is None else now)
+        result = self.outcomes.ingest_labels(ids, labels, self.clock() if now is None else now, positions)
         if result.rejected:
             self.count_rejected("invalid_label", len(result.rejected))
         return result
@@ -352,9 +453,12 @@ class ModelMonitor:
         """Compare the window with the baseline and publish the result."""
         started = time.perf_counter()
         now = self.clock() if now is None else now
-        counts = self.window_counts(now)
+        with self._lock:
+            counts = self._window.total(now)
+            recent = self._window.recent(now, self._recent_buckets) if self._recent_buckets else None
         min_samples = self.config.window.min_samples
-        by_name = {fd.feature: fd for g in self._groups for fd in self._group_drift(g, counts, min_samples)}
+        by_name = {fd.feature: fd for g in self._groups
+                   for fd in self._group_drift(g, counts, recent, min_samples)}
         results = [by_name[p.name] for p in self.profiles]
         quality = self.outcomes.evaluate(now) if self.outcomes.enabled else None
         components = self._health_components(counts, results, quality)
@@ -362,7 +466,7 @@ class ModelMonitor:
         health = sum(HEALTH_WEIGHTS[k] * v for k, v in components.items()) / weight if weight else float("nan")
         evaluation = Evaluation(
             timestamp=now, duration_seconds=time.perf_counter() - started,
-            samples=int(counts[self._records_slot]), min_samples=min_samples, features=tuple(results),
+            samples=int(counts[self._records]), min_samples=min_samples, features=tuple(results),
             quality=quality, health=health, health_components=components)
         self._evaluation = evaluation
         return evaluation
@@ -380,14 +484,13 @@ class ModelMonitor:
                 out["quality"] = sum(checks) / len(checks)
         features = [d for d in drifts if d.feature != PREDICTION and d.detected is not None]
         if features:
-            out["drift"] = 1 - sum(d.detected for d in features) / len(features)
-        records = counts[self._records_slot]
+            out["drift"] = 1 - sum(bool(d.detected) for d in features) / len(features)
+        records = counts[self._records]
         if records:
-            rate = counts[self._dq_slot:self._slo_slot].sum() / (records * max(1, len(self.baseline.features)))
+            rate = counts[self._slots.data_quality].sum() / (records * max(1, len(self.baseline.features)))
             out["data_quality"] = float(1 - min(1.0, rate / self.config.data_quality.max_missing_ratio))
         burns = []
-        for j, slo in enumerate(self._window_slos):
-            events, bad = counts[self._slo_slot + 2 * j:self._slo_slot + 2 * j + 2]
+        for slo, (events, bad) in zip(self._window_slos, counts[self._slots.slo].reshape(-1, 2), strict=True):
             if events:
                 burns.append(bad / events / (1 - slo.objective))
         if burns:
@@ -396,12 +499,17 @@ class ModelMonitor:
         return out
 
     def _drift_groups(self) -> list[_DriftGroup]:
-        """Features that share a bin layout, so each statistic runs once per group (O(bins) numpy)."""
+        """Features that share a bin layout, so each statistic runs once per group (O(bins) numpy).
+
+        Null quantiles are simulated here, once per feature (``calibration``), so an evaluation only
+        scales them by the window's n.
+        """
         by_layout: dict[tuple[Any, ...], list[int]] = {}
         for i, p in enumerate(self.profiles):
             layout = (p.kind, p.n_bins, tuple(p.coarse_starts.tolist()) if isinstance(p, NumericProfile) else ())
             by_layout.setdefault(layout, []).append(i)
         cfg = self.config.drift
+        share = {"alone": 1.0, "full": 1.0 - RECENT_SHARE, "recent": RECENT_SHARE}
         groups = []
         for members in by_layout.values():
             profiles = [self.profiles[i] for i in members]
@@ -410,50 +518,142 @@ class ModelMonitor:
             methods = tuple(m for m in methods_for(first) if m in cfg.methods or m in detections)
             base = np.stack([p.fine_counts for p in profiles]).astype(np.float64)
             index = np.stack([np.arange(self.offsets[i], self.offsets[i + 1]) for i in members])
-            numeric = isinstance(first, NumericProfile)
+            numeric = [p for p in profiles if isinstance(p, NumericProfile)]  # all of them or none
+            coarse = first.coarse_counts(base) if numeric else base
+            fixed = [cfg.threshold_for(p.name, m) for p, m in zip(profiles, detections, strict=True)]
+            alpha = np.array([cfg.false_alarm_rate_for(p.name) for p in profiles])
+            nulls = [self._null(p, m, base[r], [alpha[r] * share[k] for k in share])
+                     for r, (p, m) in enumerate(zip(profiles, detections, strict=True))]
+            coarse_dof = np.maximum((coarse > 0).sum(axis=1) - 1, 1)
             groups.append(_DriftGroup(
                 profiles=profiles, index=index, methods=methods, detections=detections,
-                thresholds=[{m: cfg.threshold_for(p.name, m) for m in methods} for p in profiles],
-                base_fine=base, base_coarse=first.coarse_counts(base) if numeric else base,
-                edges=np.stack([p.edges for p in profiles]) if numeric else None,
-                support=np.array([p.support for p in profiles]).T if numeric else None,
-                std=np.array([p.std for p in profiles]) if numeric else None))
+                base_fine=base, base_coarse=coarse, base_n=base.sum(axis=1),
+                numeric=_NumericBins(edges=np.stack([p.edges for p in numeric]),
+                                     support=np.array([p.support for p in numeric]).T,
+                                     scale=np.array([p.robust_scale for p in numeric])) if numeric else None,
+                coarse_dof=coarse_dof, fixed=np.array([np.nan if f is None else f for f in fixed]),
+                min_effect=np.array([cfg.min_effect_for(p.name, m) for p, m in zip(profiles, detections, strict=True)]),
+                alpha=alpha, null={k: np.array([n[j] for n in nulls]) for j, k in enumerate(share)},
+                fleet_critical=np.stack([calibration.chi2_critical(alpha * share["full"], coarse_dof),
+                                         calibration.chi2_critical(alpha * share["recent"], coarse_dof)], axis=1),
+                fleet_min_effect=np.array([cfg.min_effect_for(p.name, "chi2") for p in profiles])))
         return groups
 
-    def _group_drift(self, g: _DriftGroup, counts: np.ndarray, min_samples: int) -> list[FeatureDrift]:
-        current = counts[g.index].astype(np.float64)
-        samples = current.sum(axis=1)
-        numeric = g.edges is not None
+    def _null(self, profile: FeatureProfile, method: str, base: np.ndarray,
+              alphas: list[float]) -> list[float]:
+        """Null quantiles of sqrt(n_eff) * statistic for methods calibrated by simulation; NaN otherwise."""
+        if self.config.drift.threshold_for(profile.name, method) is not None:
+            return [math.nan] * len(alphas)
+        if method == "ks":
+            null = calibration.ks_null(base)
+        elif method == "wasserstein" and isinstance(profile, NumericProfile):
+            lo, hi = profile.support
+            bounds = np.clip(np.concatenate(([lo], profile.edges, [hi])), lo, hi)
+            null = calibration.wasserstein_null(base, np.diff(bounds), profile.robust_scale)
+        else:
+            return [math.nan] * len(alphas)
+        return [null.quantile(a) for a in alphas]
+
+    def _scores(self, g: _DriftGroup, current: np.ndarray,
+                methods: tuple[str, ...]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        numeric = g.numeric
         coarse = g.profiles[0].coarse_counts(current) if numeric else current
         scores: dict[str, np.ndarray] = {}
         pvalues: dict[str, np.ndarray] = {}
-        for method in g.methods:
+        for method in methods:
             if method == "psi":
-                scores[method] = drift.psi(g.base_coarse, coarse)
+                scores[method] = np.asarray(drift.psi(g.base_coarse, coarse))
             elif method == "js":
-                scores[method] = drift.js_distance(g.base_coarse, coarse)
+                scores[method] = np.asarray(drift.js_distance(g.base_coarse, coarse))
             elif method == "kl":
-                scores[method] = drift.kl_divergence(g.base_coarse, coarse)
+                scores[method] = np.asarray(drift.kl_divergence(g.base_coarse, coarse))
             elif method == "ks":
-                scores[method], pvalues[method] = drift.ks_from_counts(g.base_fine, current)
+                score, p = drift.ks_from_counts(g.base_fine, current)
+                scores[method], pvalues[method] = np.asarray(score), np.asarray(p)
             elif method == "chi2":
-                scores[method], pvalues[method] = drift.chi_square(g.base_fine, current)
-            elif method == "wasserstein" and numeric:
-                lo, hi = g.support
-                scores[method] = drift.wasserstein_from_counts(g.edges, g.base_fine, current, lo, hi, g.std)
+                score, p = drift.chi_square(g.base_fine, current, drift.CHI2_MIN_EXPECTED)
+                scores[method], pvalues[method] = np.asarray(score), np.asarray(p)
+            elif method == "wasserstein" and numeric is not None:
+                lo, hi = numeric.support
+                scores[method] = np.asarray(drift.wasserstein_from_counts(
+                    numeric.edges, g.base_fine, current, lo, hi, numeric.scale))
+        return scores, pvalues
+
+    def _thresholds(self, g: _DriftGroup, current: np.ndarray, n: np.ndarray, split: np.ndarray,
+                    window: str) -> np.ndarray:
+        """The threshold in force per row for its detection method at the window's n.
+
+        ``auto``: the null quantile at this n, raised to the relevance floor. Fixed: as configured
+        (for chi2 a p-value, turned into the statistic it corresponds to, so every method compares
+        ``score > threshold``). Vectorised per method: an evaluation runs this for every group twice.
+        """
+        n_eff = calibration.effective_n(n, g.base_n)
+        share = (1.0 - RECENT_SHARE) if window == "full" else RECENT_SHARE
+        alpha = np.where(split, g.alpha * share, g.alpha)
+        null = np.where(split, g.null[window], g.null["alone"])
+        auto = ~np.isfinite(g.fixed)
+        thr = g.fixed.copy()
+        floor = g.min_effect.copy()
+        methods = np.asarray(g.detections)
+        for method in set(g.detections):
+            rows = methods == method
+            if method == "chi2":
+                dof = np.asarray(drift.chi_square_dof(g.base_fine[rows], current[rows], drift.CHI2_MIN_EXPECTED))
+                thr[rows] = calibration.chi2_critical(np.where(auto[rows], alpha[rows], g.fixed[rows]), dof)
+                floor[rows] = n_eff[rows] * g.min_effect[rows] ** 2
+                auto_here = rows
+            else:
+                auto_here = rows & auto
+                if method == "ks":
+                    thr[auto_here] = null[auto_here] / calibration.stephens_root(n_eff[auto_here])
+                elif method == "wasserstein":
+                    thr[auto_here] = null[auto_here] / np.sqrt(np.maximum(n_eff[auto_here], 1e-12))
+                else:
+                    thr[auto_here] = calibration.coarse_threshold(method, alpha[auto_here], g.coarse_dof[auto_here],
+                                                                  n_eff[auto_here])
+            # The floor applies to auto thresholds only; a fixed one is what the user asked for.
+            floor_here = auto_here & auto
+            thr[floor_here] = np.maximum(thr[floor_here], floor[floor_here])
+        return thr
+
+    def _group_drift(self, g: _DriftGroup, counts: np.ndarray, recent_counts: np.ndarray | None,
+                     min_samples: int) -> list[FeatureDrift]:
+        current = counts[g.index].astype(np.float64)
+        samples = current.sum(axis=1)
+        scores, pvalues = self._scores(g, current, g.methods)
+        r_samples = np.zeros_like(samples)
+        r_scores: dict[str, np.ndarray] = {}
+        r_thresholds = np.full(samples.shape, np.nan)
+        if recent_counts is not None:
+            recent = recent_counts[g.index].astype(np.float64)
+            r_samples = recent.sum(axis=1)
+        both = (r_samples >= min_samples) & (samples >= min_samples)
+        if recent_counts is not None and (r_samples >= min_samples).any():
+            r_scores, _ = self._scores(g, recent, tuple(sorted(set(g.detections))))
+            r_thresholds = self._thresholds(g, recent, r_samples, both, "recent")
+        thresholds = self._thresholds(g, current, samples, both, "full")
         out = []
         for r, profile in enumerate(g.profiles):
-            n, detection, thresholds = int(samples[r]), g.detections[r], g.thresholds[r]
+            n, detection = int(samples[r]), g.detections[r]
+            fleet = (float(g.fleet_critical[r, 0]), float(g.fleet_critical[r, 1]))
+            rn = int(r_samples[r])
+            recent_ok = recent_counts is not None and rn >= min_samples
+            r_score = float(r_scores[detection][r]) if recent_ok else None
+            r_thr = float(r_thresholds[r]) if recent_ok else None
+            recent_hit = recent_ok and bool(r_score > r_thr)  # type: ignore[operator]
             if n < min_samples:
-                out.append(FeatureDrift(profile.name, profile.kind, n, {}, {}, thresholds, detection, None))
+                detected = True if recent_hit else (False if recent_ok else None)
+                out.append(FeatureDrift(profile.name, profile.kind, n, {}, {}, {}, detection, detected,
+                                        rn, r_score, r_thr, float(g.min_effect[r]), fleet,
+                                        float(g.fleet_min_effect[r])))
                 continue
             row_scores = {m: float(v[r]) for m, v in scores.items()}
             row_p = {m: float(v[r]) for m, v in pvalues.items()}
-            if detection in PVALUE_METHODS:
-                detected = bool(row_p[detection] < thresholds[detection])
-            else:
-                detected = bool(row_scores[detection] > thresholds[detection])
-            out.append(FeatureDrift(profile.name, profile.kind, n, row_scores, row_p, thresholds, detection, detected))
+            thr = float(thresholds[r])
+            detected = bool(row_scores[detection] > thr) or recent_hit
+            out.append(FeatureDrift(profile.name, profile.kind, n, row_scores, row_p, {detection: thr}, detection,
+                                    detected, rn, r_score, r_thr, float(g.min_effect[r]), fleet,
+                                        float(g.fleet_min_effect[r])))
         return out
 
     @property
@@ -463,6 +663,7 @@ class ModelMonitor:
     # ---- reading ------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
+        """Counters copied under the lock; settings resolved here so readers never touch the config."""
         now = self.clock()
         with self._lock:
             versions = {
@@ -470,38 +671,50 @@ class ModelMonitor:
                                 latency_buckets=s.latency_buckets.copy(), latency_sum=s.latency_sum,
                                 last_seen=s.last_seen, classes=Counter(s.classes))
                 for v, s in self._versions.items()}
-            return Snapshot(
-                versions=versions, cumulative_bins=self._cumulative.copy(), quality=self._quality.copy(),
-                unknown_features=self._unknown_features, rejected=dict(self._rejected),
-                slo={k: (e, b) for k, (e, b) in self._slo.items()},
-                window_samples=int(self._window.total(now)[self._records_slot]),
-                evaluation=self._evaluation, limit_hits=dict(self.limit_hits))
+            cumulative = self._cumulative.copy()
+            data_quality = self._data_quality.copy()
+            unknown, unknown_names = self._unknown_features, tuple(self.unknown_feature_names)
+            rejected = dict(self._rejected)
+            request_slo = {k: (e, b) for k, (e, b) in self._slo.items()}
+            limit_hits = dict(self.limit_hits)
+            window_samples = int(self._window.total(now)[self._records])
+        cfg = self.config
+        features = []
+        for i, profile in enumerate(self.profiles):
+            fine = cumulative[self.offsets[i]:self.offsets[i + 1]]
+            features.append(FeatureCounts(
+                feature=profile.name, kind=profile.kind, bins=tuple(profile.coarse_labels()),
+                counts=tuple(profile.coarse_counts(fine).tolist()), baseline_ratio=self._baseline_ratio[i],
+                data_quality=None if profile.name == PREDICTION else dict(
+                    zip(QUALITY_CHECKS, data_quality[i].tolist(), strict=True)),
+                baseline_samples=int(profile.fine_counts.sum())))
+        counters, pending = self.outcomes.snapshot()
+        slos = []
+        for slo in cfg.slos:
+            events, bad = counters.slo[slo.name] if slo.type == "correctness" else request_slo.get(slo.name, (0, 0))
+            slos.append(SLOCounts(slo.name, events, bad, slo.objective, slo.threshold_seconds))
+        dq = cfg.data_quality
+        return Snapshot(
+            model=self.name, versions=versions, latency_bounds=tuple(float(b) for b in cfg.latency_buckets),
+            features=tuple(features), unknown_features=unknown, unknown_feature_names=unknown_names,
+            rejected=rejected,
+            data_quality_thresholds={"missing": dq.max_missing_ratio,
+                                     "unexpected_category": dq.max_unexpected_category_ratio,
+                                     "out_of_range": dq.max_out_of_range_ratio},
+            stale_after_seconds=cfg.stale_after_seconds, window_samples=window_samples,
+            window_min_samples=cfg.window.min_samples, export_bins=cfg.drift.export_bins, slos=tuple(slos),
+            outcomes=self._outcome_snapshot(counters, pending), evaluation=self._evaluation,
+            limit_hits=limit_hits)
 
-    def status(self) -> dict[str, Any]:
-        """JSON status for ``GET /v1/models``."""
-        snap = self.snapshot()
-        ev = snap.evaluation
-        return {
-            "model": self.name,
-            "task": self.baseline.task,
-            "features": [p.name for p in self.profiles if p.name != PREDICTION],
-            "versions": {v: {"predictions": s.predictions, "errors": s.errors, "first_seen": s.first_seen,
-                             "last_seen": s.last_seen} for v, s in snap.versions.items()},
-            "window": {"seconds": self.config.window.window_seconds,
-                       "bucket_seconds": self.config.window.bucket_seconds,
-                       "samples": snap.window_samples, "min_samples": self.config.window.min_samples},
-            "last_evaluation": None if ev is None else {
-                "timestamp": ev.timestamp, "duration_seconds": ev.duration_seconds, "samples": ev.samples,
-                "drifted_features": list(ev.drifted),
-                "prediction_drift": next((f.detected for f in ev.features if f.feature == PREDICTION), None),
-                "features_below_min_samples": [f.feature for f in ev.features if f.detected is None],
-            },
-            "rejected": snap.rejected,
-            "unknown_features": self.unknown_feature_names,
-            "labels": None if not self.outcomes.enabled else {
-                "pending": len(self.outcomes.store), "joined": self.outcomes.counters.labels,
-                "unmatched": self.outcomes.counters.unmatched},
-            "quality": None if ev is None or ev.quality is None else ev.quality.per_version,
-            "estimated_accuracy": None if ev is None or ev.quality is None else ev.quality.estimated_accuracy,
-            "health": None if ev is None else {"score": ev.health, "components": ev.health_components},
-        }
+    def _outcome_snapshot(self, counters: OutcomeCounters, pending: int) -> OutcomeSnapshot | None:
+        outcomes = self.outcomes
+        if not outcomes.enabled:
+            return None
+        fairness = self.config.fairness.threshold
+        return OutcomeSnapshot(
+            counters=counters, pending=pending, class_names=(*outcomes.classes, OTHER),
+            reference_quality=dict(self.baseline.reference_quality),
+            quality_thresholds=outcomes.thresholds(self.baseline),
+            fairness_thresholds={} if not outcomes.attributes else {
+                "demographic_parity_difference": fairness, "equal_opportunity_difference": fairness},
+            stale_after_seconds=self.config.labels.stale_after_seconds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
@@ -19,13 +20,16 @@ from typing import Any
 import numpy as np
 
 from exporter import performance
-from exporter.baseline import OTHER, Baseline, category_key
+from exporter.batch import Rejection
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
-from exporter.labels import UNMATCHED, PendingStore
+from exporter.pending import UNMATCHED, PendingStore
+from exporter.profile import OTHER, Baseline, category_key
+from exporter.slots import Slots
 from exporter.window import BucketRing
 
 MAX_VERSIONS = 10
 """Versions tracked separately for quality; older ones share ``__other__`` (bounds memory and series)."""
+CORRECT_FIELDS = ("labelled", "correct")
 LABEL_DELAY_BUCKETS = (1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 4 * 3600.0, 12 * 3600.0, 86400.0, 3 * 86400.0,
                        7 * 86400.0, 30 * 86400.0)
 
@@ -75,7 +79,7 @@ class LabelResult:
     matched: int
     unmatched: int
     duplicates: int
-    rejected: list[dict[str, Any]]
+    rejected: list[Rejection]
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class OutcomeCounters:
     delay_sum: float = 0.0
     confusion: dict[str, np.ndarray] = field(default_factory=dict)
     slo: dict[str, list[int]] = field(default_factory=dict)
+    unjoinable: dict[str, int] = field(default_factory=dict)
+    """Predictions with an id no label can join, by reason (duplicate_id, no_prediction, wrong_type)."""
 
 
 class OutcomeTracker:
@@ -123,24 +129,28 @@ class OutcomeTracker:
         self.class_index = _Index(len(self.classes), self.classes)
         self.positive = self._positive_class(config.positive_class)
         self.unjoinable: Counter[str] = Counter()
+        """Predictions whose id was not kept for a label, by reason (duplicate ids are counted by the store)."""
         self._early: dict[str, tuple[Any, float]] = {}
         """Labels waiting for their prediction: id → (actual, received at), oldest first."""
-        """Predictions whose id was not kept for a label, by reason (duplicate ids are counted by the store)."""
         self.versions = _Index(MAX_VERSIONS)
         self.calibration = (performance.Calibration.from_dict(baseline.calibration)
                             if baseline.calibration else None)
         win = config.window
-        self._per_version = 5 if self.regression else k * k + 3
-        self._quality = BucketRing(self.versions.size * self._per_version, win.n_buckets, win.bucket_seconds, now,
+        # One block of sums per tracked version: regression sums, or confusion counts then
+        # probabilistic sums (field names in ``performance``).
+        self._block = (Slots(regression=len(performance.REGRESSION_FIELDS)) if self.regression
+                       else Slots(confusion=k * k, proba=len(performance.PROBA_FIELDS)))
+        self._quality = BucketRing(self.versions.size * self._block.width, win.n_buckets, win.bucket_seconds, now,
                                    dtype=np.float64)
-        self._estimate = BucketRing(2, win.n_buckets, win.bucket_seconds, now, dtype=np.float64)
+        self._estimate = BucketRing(len(performance.CONFIDENCE_FIELDS), win.n_buckets, win.bucket_seconds, now,
+                                    dtype=np.float64)
         self.attributes = config.fairness.attributes if not self.regression and self.positive is not None else ()
         self.groups = {a: _Index(config.fairness.max_groups) for a in self.attributes}
-        g = config.fairness.max_groups + 1
-        self._fair_width = g * 4
-        self._fairness = BucketRing(max(1, len(self.attributes) * self._fair_width), win.n_buckets,
-                                    win.bucket_seconds, now)
-        self._correct = BucketRing(2, win.n_buckets, win.bucket_seconds, now)
+        self._n_groups = config.fairness.max_groups + 1
+        group_block = self._n_groups * len(performance.FAIRNESS_FIELDS)
+        self._fair = Slots(**{a: group_block for a in self.attributes})
+        self._fairness = BucketRing(max(1, self._fair.width), win.n_buckets, win.bucket_seconds, now)
+        self._correct = BucketRing(len(CORRECT_FIELDS), win.n_buckets, win.bucket_seconds, now)
         columns: dict[str, Any] = {"version": np.int16}
         if self.regression:
             columns["predicted"] = np.float64
@@ -245,18 +255,21 @@ class OutcomeTracker:
                 idx[i] = self.class_index.get(v)
         return idx, bad
 
-    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float) -> LabelResult:
+    def ingest_labels(self, ids: list[Any], labels: list[Any], now: float,
+                      positions: Sequence[int] | None = None) -> LabelResult:
+        """Join labels; ``positions`` are the items' indices in the request (default: 0..n-1)."""
+        at = range(len(ids)) if positions is None else positions
         rejected = []
         actual, bad = self._actual(labels)
+        reason = "must be a number" if self.regression else "must be a class label"
         for i in bad:
-            rejected.append({"index": i, "field": f"labels[{i}].label",
-                             "reason": "must be a number" if self.regression else "must be a class label"})
+            rejected.append(Rejection(at[i], f"labels[{at[i]}].label", reason, "invalid_label"))
         keep = np.ones(len(ids), dtype=bool)
         keep[bad] = False
         for i, v in enumerate(ids):
             if keep[i] and (v is None or isinstance(v, (dict, list, bool, float))):
                 keep[i] = False
-                rejected.append({"index": i, "field": f"labels[{i}].id", "reason": "must be a string or integer"})
+                rejected.append(Rejection(at[i], f"labels[{at[i]}].id", "must be a string or integer", "invalid_label"))
         ids_kept = [str(v) for v, k in zip(ids, keep, strict=True) if k]
         actual = actual[keep]
         with self._lock:
@@ -318,23 +331,22 @@ class OutcomeTracker:
         c.delay_sum += float(delays.sum())
         version = took.columns["version"].astype(np.int64)
         predicted = took.columns["predicted"]
-        vector = np.zeros(self._quality.width)
+        blocks = np.zeros((self.versions.size, self._block.width))
         for v in np.unique(version):
             sel = version == v
-            offset = int(v) * self._per_version
+            block = blocks[int(v)]
             if self.regression:
-                sums = performance.regression_sums(actual[sel], predicted[sel])
-                vector[offset:offset + 5] += sums
+                block[self._block.regression] += performance.regression_sums(actual[sel], predicted[sel])
                 continue
             conf = performance.confusion_counts(actual[sel], predicted[sel].astype(np.int64), self.k)
-            vector[offset:offset + self.k * self.k] += conf.ravel()
+            block[self._block.confusion] += conf.ravel()
             name = self.versions.label(int(v))
             c.confusion[name] = c.confusion.get(name, np.zeros((self.k, self.k), np.int64)) + conf
             proba = took.columns["proba"][sel].astype(np.float64)
             known = actual[sel] < len(self.classes)
             if known.any():
-                vector[offset + self.k * self.k:offset + self._per_version] += performance.probabilistic_sums(
-                    proba[known], actual[sel][known])
+                block[self._block.proba] += performance.probabilistic_sums(proba[known], actual[sel][known])
+        vector = blocks.ravel()
         self._quality.add(now, vector)
         if self.regression:
             tolerance = self.correctness[0].tolerance if self.correctness else None
@@ -351,10 +363,10 @@ class OutcomeTracker:
             fair = np.zeros(self._fairness.width, dtype=np.int64)
             pred_pos = predicted.astype(np.int64) == self.positive
             act_pos = actual == self.positive
-            for j, a in enumerate(self.attributes):
+            for a in self.attributes:
                 counts = performance.fairness_counts(took.columns[f"group:{a}"].astype(np.int64),
-                                                     self.config.fairness.max_groups + 1, pred_pos, act_pos)
-                fair[j * self._fair_width:(j + 1) * self._fair_width] = counts.ravel()
+                                                     self._n_groups, pred_pos, act_pos)
+                fair[self._fair[a]] = counts.ravel()
             self._fairness.add(now, fair)
 
     def expire(self, now: float) -> None:
@@ -375,15 +387,15 @@ class OutcomeTracker:
         per_version: dict[str, dict[str, float]] = {}
         per_class: dict[str, dict[str, dict[str, float]]] = {}
         labelled: dict[str, int] = {}
-        for v, name in enumerate(version_names):
-            block = quality[v * self._per_version:(v + 1) * self._per_version]
+        for name, block in zip(version_names, quality.reshape(-1, self._block.width), strict=True):
             if self.regression:
-                if block[0] == 0:
+                sums = block[self._block.regression]
+                if sums[0] == 0:
                     continue
-                labelled[name] = int(block[0])
-                per_version[name] = performance.regression_metrics(block)
+                labelled[name] = int(sums[0])
+                per_version[name] = performance.regression_metrics(sums)
                 continue
-            conf = block[:self.k * self.k].reshape(self.k, self.k)
+            conf = block[self._block.confusion].reshape(self.k, self.k)
             n = int(conf.sum())
             if n == 0:
                 continue
@@ -391,20 +403,20 @@ class OutcomeTracker:
             classes = [*self.classes, OTHER]
             # The positive class's precision/recall/F1 are the headline of a binary classifier only.
             binary = self.positive is not None and len(self.classes) == 2
-            positive = self.classes[self.positive] if binary else None
+            positive = self.classes[self.positive] if binary and self.positive is not None else None
             metrics = performance.classification_metrics(conf, classes, positive)
             values = {m: float(metrics[m]) for m in ("accuracy", "precision", "recall", "f1")}
             values.update({f"{m}_macro": float(metrics[f"{m}_macro"]) for m in ("precision", "recall", "f1")})
-            probs = block[self.k * self.k:]
+            probs = block[self._block.proba]
             if probs[0] > 0:
                 values.update(performance.probabilistic_metrics(probs))
             per_version[name] = values
             per_class[name] = {cls: {m: float(x) for m, x in stats.items() if m != "support"}
                                for cls, stats in metrics["per_class"].items() if stats.get("support", 0) > 0}
         gaps = {}
-        for j, a in enumerate(self.attributes):
-            block = fairness[j * self._fair_width:(j + 1) * self._fair_width].reshape(-1, 4)
-            gaps[a] = performance.fairness_gaps(block, self.config.fairness.min_samples)
+        for a in self.attributes:
+            groups = fairness[self._fair[a]].reshape(-1, len(performance.FAIRNESS_FIELDS))
+            gaps[a] = performance.fairness_gaps(groups, self.config.fairness.min_samples)
         evaluation = QualityEvaluation(
             per_version=per_version, per_class=per_class, labelled=labelled,
             estimated_accuracy=performance.estimated_accuracy(estimate) if estimate[0] > 0 else math.nan,
@@ -433,7 +445,8 @@ class OutcomeTracker:
                 last_label=c.last_label,
                 delay_buckets=c.delay_buckets.copy(), delay_sum=c.delay_sum,
                 confusion={k: v.copy() for k, v in c.confusion.items()},
-                slo={k: list(v) for k, v in c.slo.items()}), len(self.store)
+                slo={k: list(v) for k, v in c.slo.items()},
+                unjoinable={"duplicate_id": self.store.duplicate_predictions, **self.unjoinable}), len(self.store)
 
 
 def meets(metric: str, value: float, threshold: float) -> bool:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.baseline import CategoricalProfile, NumericProfile, category_key
+from exporter.profile import CategoricalProfile, NumericProfile, category_key
 
 _NUMBER_TYPES = frozenset({int, float})
 
@@ -42,9 +42,9 @@ def numeric_values(column: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if set(map(type, column)) <= _NUMBER_TYPES:
         try:
             values = np.asarray(column, dtype=np.float64)
-        except OverflowError:  # an int beyond float range
-            values = None
-        if values is not None:
+        except OverflowError:  # an int beyond float range: checked value by value below
+            pass
+        else:
             return values, ~np.isfinite(values), np.zeros(values.size, dtype=bool)
     values = np.full(len(column), np.nan)
     wrong = np.zeros(len(column), dtype=bool)

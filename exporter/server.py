@@ -29,10 +29,13 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from exporter.batch import PayloadError
 from exporter.config import ServerConfig
 from exporter.formats import decode_event
+from exporter.formats._common import load_json
+from exporter.formats.labels import INVALID_LABEL, parse_labels
 from exporter.formats.native import parse_predictions
-from exporter.limits import lenient_loads, return_large_allocations
+from exporter.limits import return_large_allocations
 from exporter.openapi import openapi_document
 from exporter.service import Service
+from exporter.status import model_status
 from exporter.tls import TLSProxy
 from exporter.webconfig import ReadAuth, WebConfig, load_web_config
 
@@ -89,21 +92,17 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
         return None
 
     def _body() -> Any:
-        raw = request.get_data(cache=False)
-        if not raw:
-            raise PayloadError("$", "the request body is empty")
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            error = exc
-        try:
-            # Python's json module writes NaN/Infinity by default; accept them so those values
-            # are counted as missing instead of losing the whole batch.
-            return lenient_loads(raw)
-        except PayloadError:
-            raise
-        except (ValueError, RecursionError):
-            raise PayloadError("$", f"malformed JSON: {error}") from None
+        return load_json(request.get_data(cache=False), "$")
+
+    def _unknown_model(model: str, records: int) -> Response:
+        """404 naming the configured models; the records are counted as refused."""
+        service.count_unattributed("unknown_model", records)
+        return _error(404, f"unknown model {model!r}; configured models: {', '.join(service.monitors)}",
+                      field="model", models=list(service.monitors))
+
+    def _bad_payload(exc: PayloadError) -> Response:
+        service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
+        return _error(400, str(exc), field=exc.field)
 
     def route(group: str, method: str, path: str) -> Any:
         if group in groups:
@@ -115,13 +114,10 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
         try:
             batch = parse_predictions(_body())
         except PayloadError as exc:
-            service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
-            return _error(400, str(exc), field=exc.field)
+            return _bad_payload(exc)
         monitor = service.monitor(batch.model)
         if monitor is None:
-            service.count_unattributed("unknown_model", batch.size + len(batch.rejected))
-            return _error(404, f"unknown model {batch.model!r}; configured models: {', '.join(service.monitors)}",
-                          field="model", models=list(service.monitors))
+            return _unknown_model(batch.model, batch.size + len(batch.rejected))
         result = monitor.ingest(batch)
         if result.rejected:
             log.info("model %s: rejected %d of %d records", batch.model, len(result.rejected),
@@ -133,46 +129,18 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
     @route("ingest", "POST", "/v1/labels")
     def labels() -> Response:
         try:
-            data = _body()
-            if not isinstance(data, dict):
-                raise PayloadError("$", "must be a JSON object")
-            model = data.get("model")
-            if not isinstance(model, str) or not model:
-                raise PayloadError("model", "is required")
-            if "labels" in data:
-                items = data["labels"]
-                if not isinstance(items, list):
-                    raise PayloadError("labels", "must be a list of {id, label}")
-            elif "id" in data:
-                items = [{"id": data.get("id"), "label": data.get("label")}]
-            else:
-                raise PayloadError("labels", "is required (or a single 'id' and 'label')")
+            batch = parse_labels(_body())
         except PayloadError as exc:
-            service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
-            return _error(400, str(exc), field=exc.field)
-        monitor = service.monitor(model)
+            return _bad_payload(exc)
+        monitor = service.monitor(batch.model)
         if monitor is None:
-            service.count_unattributed("unknown_model", len(items))
-            return _error(404, f"unknown model {model!r}; configured models: {', '.join(service.monitors)}",
-                          field="model", models=list(service.monitors))
-        ids, values, rejected = [], [], []
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or "id" not in item or "label" not in item:
-                rejected.append({"index": i, "field": f"labels[{i}]", "reason": "must be an object with id and label"})
-                ids.append(None)
-                values.append(None)
-                continue
-            ids.append(item["id"])
-            values.append(item["label"])
-        if rejected:
-            monitor.count_rejected("invalid_label", len(rejected))
-        skip = {r["index"] for r in rejected}
-        keep = [i for i in range(len(items)) if i not in skip]
-        result = monitor.ingest_labels([ids[i] for i in keep], [values[i] for i in keep])
-        rejected += [{**r, "index": keep[r["index"]], "field": r["field"].replace(
-            f"labels[{r['index']}]", f"labels[{keep[r['index']]}]")} for r in result.rejected]
+            return _unknown_model(batch.model, batch.size)
+        if batch.rejected:
+            monitor.count_rejected(INVALID_LABEL, len(batch.rejected))
+        result = monitor.ingest_labels(batch.ids, batch.labels, positions=batch.positions)
+        rejected = sorted([*batch.rejected, *result.rejected], key=lambda r: r.index)
         return _json({"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
-                      "rejected": sorted(rejected, key=lambda r: r["index"])})
+                      "rejected": [r.to_json() for r in rejected]})
 
     @route("ingest", "POST", "/v1/events")
     def events() -> Response:
@@ -203,7 +171,7 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
 
     @route("read", "GET", "/v1/models")
     def models() -> Response:
-        return _json({"models": [m.status() for m in service.monitors.values()]})
+        return _json({"models": [model_status(m) for m in service.monitors.values()]})
 
     @route("read", "GET", "/openapi.json")
     def openapi() -> Response:
@@ -379,7 +347,8 @@ def build_listeners(service: Service) -> list[Listener]:
     cfg = service.config.server
     web = load_web_config(cfg.web_config_file) if cfg.web_config_file else None
     token, read_auth = token_from_env(service), read_auth_from_config(service, web)
-    plans = [("main", cfg.listen, ROUTE_GROUPS if not cfg.metrics_listen else ("ingest", "read"), cfg.threads)]
+    main_groups: tuple[str, ...] = ROUTE_GROUPS if not cfg.metrics_listen else ("ingest", "read")
+    plans = [("main", cfg.listen, main_groups, cfg.threads)]
     if cfg.metrics_listen:
         plans.append(("metrics", cfg.metrics_listen, ("scrape",), 2))
     warn_if_open(cfg, token)

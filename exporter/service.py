@@ -14,13 +14,13 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
-from exporter.baseline import Baseline, load_baseline
 from exporter.batch import Batch
 from exporter.compat import baseline_problems
 from exporter.config import Config, ConfigError, ModelConfig
 from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
+from exporter.profile import Baseline, load_baseline
 
 log = logging.getLogger("mlmon")
 

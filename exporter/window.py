@@ -21,8 +21,8 @@ class BucketRing:
             raise ValueError("width and n_buckets must be >= 1 and bucket_seconds > 0")
         self.bucket_seconds = float(bucket_seconds)
         self.n_buckets = n_buckets
-        self._buckets = np.zeros((n_buckets, width), dtype=dtype)
-        self._total = np.zeros(width, dtype=dtype)
+        self._buckets: np.ndarray = np.zeros((n_buckets, width), dtype=dtype)
+        self._total: np.ndarray = np.zeros(width, dtype=dtype)
         self._epoch = self._epoch_of(now)
 
     @property
@@ -65,3 +65,11 @@ class BucketRing:
         """Sum of the buckets in the window ending at ``now`` (a copy)."""
         self.advance(now)
         return self._total.copy()
+
+    def recent(self, now: float, n_buckets: int) -> np.ndarray:
+        """Sum of the last ``n_buckets`` buckets, the current one included: a shorter window from the
+        same ring, so testing recent traffic costs no memory. O(n_buckets × width)."""
+        self.advance(now)
+        k = max(1, min(n_buckets, self.n_buckets))
+        slots = [(self._epoch - i) % self.n_buckets for i in range(k)]
+        return self._buckets[slots].sum(axis=0)

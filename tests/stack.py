@@ -21,7 +21,8 @@ from typing import Any
 
 import requests
 import yaml
-from conftest import require_tool
+from helpers import require_tool
+from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.client import MlmonClient
 from exporter.demo import MODEL, DriftPlan, Traffic, demo_baseline, demo_config
@@ -233,16 +234,14 @@ def alertmanager(tmp: Path, config: Path) -> Iterator[Alertmanager]:
 
 
 def parse_exposition(text: str) -> tuple[dict[str, str], set[str]]:
-    """(family name → type from ``# TYPE``, names of the samples present)."""
+    """(family name as its ``# TYPE`` line writes it → type, names of the samples present)."""
     families: dict[str, str] = {}
-    samples: set[str] = set()
-    for line in text.splitlines():
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(None, 3)
-            families[name] = kind.strip()
-        elif line and not line.startswith("#"):
-            samples.add(re.match(r"[A-Za-z_:][\w:]*", line).group())
-    return families, samples
+    found: set[str] = set()
+    for fam in text_string_to_metric_families(text):
+        # The parser names a counter family without ``_total``; its TYPE line carries it.
+        families[f"{fam.name}_total" if fam.type == "counter" else fam.name] = fam.type
+        found.update(s.name for s in fam.samples)
+    return families, found
 
 
 def family_of(name: str, families: dict[str, str]) -> str | None:

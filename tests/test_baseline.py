@@ -7,10 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import training_frame
+from helpers import training_frame
 
-from exporter.baseline import OTHER, BaselineError, build_baseline, load_baseline
+from exporter.baseline import build_baseline
 from exporter.cli import main
+from exporter.profile import OTHER, BaselineError, load_baseline
 
 
 def test_profiles_follow_the_data(small_baseline):
@@ -19,13 +20,17 @@ def test_profiles_follow_the_data(small_baseline):
         "age": "numeric", "income": "numeric", "visits": "numeric", "plan": "categorical", "country": "categorical"}
     df = training_frame()
     age = b.features["age"]
-    assert age.n_bins == 100 and len(age.coarse_starts) == 10
+    # 100 quantile bins plus an empty bin below the minimum and one above the maximum, each its own
+    # coarse bin: 10 deciles and the two outer bins.
+    assert age.n_bins == 102 and len(age.coarse_starts) == 12
+    assert age.fine_counts[0] == 0 and age.fine_counts[-1] == 0
+    assert age.edges[0] < age.min and age.edges[-1] == age.max
     assert age.fine_counts.sum() == len(df)
     assert age.mean == pytest.approx(df["age"].mean()) and age.std == pytest.approx(df["age"].std())
     assert age.min == df["age"].min() and age.max == df["age"].max()
     # quantile bins hold ~1 % each, coarse bins ~10 %
-    assert np.all(np.abs(age.fine_counts / len(df) - 0.01) < 0.002)
-    assert np.allclose(age.coarse_counts(age.fine_counts) / len(df), 0.1, atol=0.005)
+    assert np.all(np.abs(age.fine_counts[1:-1] / len(df) - 0.01) < 0.002)
+    assert np.allclose(age.coarse_counts(age.fine_counts)[1:-1] / len(df), 0.1, atol=0.005)
     # a discrete feature has fewer, deduplicated edges
     assert b.features["visits"].n_bins < 20
     plan = b.features["plan"]

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import orjson
 import requests
-from conftest import make_config, serve, shop_model
-from test_server import rows
+from helpers import make_config, rows, serve, shop_model
 
 from exporter.config import LimitsConfig
 from exporter.service import Service

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
+from helpers import read_samples, sample
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -446,8 +447,8 @@ def test_example_stack_predictions_feed_the_dashboards(demo_sidecar):
     drift, data-quality and SLO metrics the dashboards query are all exposed."""
     exposition = demo_sidecar["exposition"]
     assert demo_sidecar["dropped"] == 0
-    assert 'mlmon_predictions_total{model="churn",version="v1"} 300.0' in exposition
-    exposed = set(re.findall(r"^(mlmon_[a-z0-9_]+)", exposition, re.M))
+    assert sample(exposition, "mlmon_predictions_total", model="churn", version="v1") == 300
+    exposed = {name for name, _, _ in read_samples(exposition) if name.startswith("mlmon_")}
     missing = sorted(_dashboard_metrics() - LABEL_SIDE - LAZY - exposed)
     assert not missing, f"dashboards query metrics the exporter does not expose: {missing}"
 
@@ -455,6 +456,6 @@ def test_example_stack_predictions_feed_the_dashboards(demo_sidecar):
 def test_example_stack_labels_feed_the_quality_dashboard(demo_sidecar):
     if not demo_sidecar["labels_ok"]:
         pytest.skip("the exporter does not serve POST /v1/labels yet")
-    exposed = set(re.findall(r"^(mlmon_[a-z0-9_]+)", demo_sidecar["exposition"], re.M))
+    exposed = {name for name, _, _ in read_samples(demo_sidecar["exposition"]) if name.startswith("mlmon_")}
     missing = sorted((_dashboard_metrics() & LABEL_SIDE) - LAZY - exposed)
     assert not missing, f"quality dashboard queries metrics the exporter does not expose: {missing}"

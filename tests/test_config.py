@@ -47,7 +47,7 @@ def test_valid_config_is_typed():
     assert churn.drift.detection_for("income", "numeric") == "ks"
     assert churn.drift.threshold_for("age", "psi") == 0.3
     assert churn.drift.threshold_for("income", "psi") == 0.25
-    assert churn.drift.threshold_for("income", "js") == 0.1
+    assert churn.drift.threshold_for("income", "js") is None  # auto: calibrated to the window's n
     assert churn.slos[0].threshold_seconds == pytest.approx(0.2)
     assert churn.quality_thresholds["accuracy"].resolve(0.9) == pytest.approx(0.85)
     assert churn.quality_thresholds["mae"].resolve(None) == 3

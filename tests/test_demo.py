@@ -9,6 +9,7 @@ import sys
 import time
 
 import requests
+from helpers import read_samples
 
 from exporter.demo import MODEL, demo_baseline
 
@@ -31,7 +32,8 @@ def test_demo_serves_drift_gauges_for_every_feature_and_detects_injected_drift()
         seen: set[str] = set()
         while time.monotonic() - started < 60 and seen != features:
             text = requests.get(url + "/metrics", timeout=5).text
-            seen = set(re.findall(r'mlmon_feature_drift_score\{feature="([^"]+)",method="psi"', text))
+            seen = {labels["feature"] for name, labels, _ in read_samples(text)
+                    if name == "mlmon_feature_drift_score" and labels["method"] == "psi"}
             time.sleep(1)
         assert seen == features, f"missing drift gauges after 60 s: {features - seen}"
         drifted: set[str] = set()

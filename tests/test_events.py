@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_formats import curl_events, fixture
+from helpers import curl_events, fixture
 
 from exporter.batch import Batch, PayloadError
 from exporter.batch import prediction_problem as check_prediction

@@ -11,33 +11,22 @@ from __future__ import annotations
 import base64
 import copy
 import json
-import os
 import random
-import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import FIXTURES, curl_events, fixture
 
 from exporter import formats
 from exporter.batch import PayloadError
 from exporter.formats import kserve_v1, oip
 from exporter.formats.cloudevents import parse_time
 
-FIXTURES = Path(os.environ.get("MLMON_FIXTURES")
-                or Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "payloads")
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 TITANIC = ("PassengerId", "Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Ticket", "Fare", "Cabin", "Embarked")
 
 
 # ---- fixture loaders ----------------------------------------------------------------------
-
-def fixture(rel: str) -> Path:
-    path = FIXTURES / rel
-    if not path.is_file():
-        pytest.skip(f"fixture {rel} not found under {FIXTURES} (set MLMON_FIXTURES)")
-    return path
-
 
 def load(rel: str) -> Any:
     return json.loads(fixture(rel).read_bytes())
@@ -80,25 +69,6 @@ def echo_capture(rel: str) -> list[tuple[dict[str, str], bytes]]:
     for chunk in fixture(rel).read_text().split("-----------------")[1:]:
         doc, _ = json.JSONDecoder().raw_decode(chunk.strip())
         out.append((doc["headers"], doc["body"].encode()))
-    return out
-
-
-def curl_events(rel: str) -> list[tuple[dict[str, str], bytes]]:
-    """``curl -d BODY -H 'K: V'`` lines → ``[(headers, body)]``."""
-    out = []
-    for line in fixture(rel).read_text().splitlines():
-        if not line.startswith("curl "):
-            continue
-        args = iter(shlex.split(line)[1:])
-        headers: dict[str, str] = {}
-        body = b""
-        for arg in args:
-            if arg == "-d":
-                body = next(args).encode()
-            elif arg == "-H":
-                key, _, value = next(args).partition(":")
-                headers[key.strip()] = value.strip()
-        out.append((headers, body))
     return out
 
 

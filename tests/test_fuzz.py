@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import make_config, require_tool
+from helpers import make_config, require_tool
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -25,6 +25,7 @@ from exporter.formats._common import load_json
 from exporter.formats.native import parse_predictions
 from exporter.limits import lenient_loads
 from exporter.service import Service
+from exporter.status import model_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 from fuzz import check_reads, fuzz
@@ -65,7 +66,7 @@ def service(small_baseline) -> Service:
 
 def _reads_still_work(service: Service) -> None:
     generate_latest(service.registry)
-    orjson.dumps([m.status() for m in service.monitors.values()], option=orjson.OPT_SERIALIZE_NUMPY)
+    orjson.dumps([model_status(m) for m in service.monitors.values()], option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 @SETTINGS

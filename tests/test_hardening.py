@@ -6,8 +6,7 @@ from dataclasses import replace
 
 import pytest
 import requests
-from conftest import make_config, serve, shop_model
-from test_server import metric, rows
+from helpers import make_config, metric, rows, serve, shop_model
 
 from exporter.config import ConfigError, LimitsConfig, QualityThreshold, config_from_dict
 from exporter.openapi import openapi_document

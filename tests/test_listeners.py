@@ -18,8 +18,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 import requests
-from conftest import make_config
-from test_server import rows
+from helpers import make_config, rows
 
 from exporter.config import ServerConfig
 from exporter.server import Listener, build_listeners, drain, warn_if_open

@@ -8,9 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_config, serve, shop_model
+from helpers import Clock, make_config, metric, serve, shop_model
 from sklearn import metrics as skm
-from test_server import metric
 
 from exporter.baseline import build_baseline
 from exporter.batch import Batch
@@ -25,14 +24,6 @@ from exporter.config import (
 from exporter.monitor import ModelMonitor
 from exporter.outcomes import LABEL_DELAY_BUCKETS
 from exporter.service import Service
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def classifier(clock: Clock | None = None, **cfg: object) -> ModelMonitor:
@@ -202,7 +193,10 @@ def test_health_score_follows_the_documented_formula():
     ev = mon.evaluate()
     c = ev.health_components
     assert c["quality"] == 0.0  # accuracy is far below 0.99
-    assert c["drift"] == 1.0
+    # g is sent 0.5/0.3/0.2 against a uniform baseline: a real drift, which the calibrated chi-square
+    # detects at 1,000 records (the old fixed PSI > 0.2 missed it: PSI 0.14). x has not drifted.
+    assert [f.feature for f in ev.features if f.detected] == ["g"]
+    assert c["drift"] == 0.5
     assert c["data_quality"] == pytest.approx(1 - (50 / 2_000) / 0.05)
     assert c["slo"] == pytest.approx(1 - (2.0 - 1) / 9)
     expected = (0.4 * c["quality"] + 0.3 * c["drift"] + 0.15 * c["data_quality"] + 0.15 * c["slo"]) / 1.0

@@ -2,34 +2,13 @@
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 import pytest
 import requests
-from conftest import make_config, serve
+from helpers import fixture, make_config, metric, rows, serve
 
 from exporter.service import Service
-
-
-def rows(n: int, rng: np.random.Generator | None = None) -> list[dict]:
-    rng = rng or np.random.default_rng(1)
-    return [{"id": f"r{i}", "features": {"age": float(rng.normal(40, 10)), "income": float(rng.lognormal(10, 0.5)),
-                                          "visits": int(rng.poisson(3)), "plan": "basic", "country": "de"},
-             "prediction": "yes", "latency_seconds": 0.02} for i in range(n)]
-
-
-def metric(server, name: str, **labels: str) -> float | None:
-    """Value of one sample in the live exposition, or None if absent."""
-    text = server.get("/metrics").text
-    for line in text.splitlines():
-        if not line.startswith(name + "{") and not line.startswith(name + " "):
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(line.rsplit(" ", 1)[1])
-    return None
 
 
 def test_row_form_batch_is_counted(live_server):
@@ -205,8 +184,6 @@ def test_bearer_token_is_required_when_configured(small_baseline):
 
 
 def test_kserve_cloudevents_are_joined_and_ingested(tmp_path):
-    from test_formats import fixture
-
     from exporter.baseline import build_baseline
     from exporter.config import ModelConfig
 

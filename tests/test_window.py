@@ -23,6 +23,9 @@ def test_total_equals_brute_force_over_random_traffic():
         current = np.floor(t / 5.0)
         expected = sum((v for s, v in events if current - np.floor(s / 5.0) < 12), np.zeros(7, dtype=np.int64))
         assert np.array_equal(ring.total(t), expected)
+        recent = sum((v for s, v in events if current - np.floor(s / 5.0) < 3), np.zeros(7, dtype=np.int64))
+        assert np.array_equal(ring.recent(t, 3), recent)
+        assert np.array_equal(ring.recent(t, 50), expected)  # longer than the ring: the whole window
 
 
 def test_float_sums_and_full_expiry():

@@ -58,7 +58,7 @@ def load_json(data: bytes | bytearray | memoryview | str, field: str = "body") -
         except PayloadError as exc:
             raise PayloadError(field, exc.reason) from None
         except (ValueError, RecursionError):
-            raise PayloadError(field, f"not valid JSON: {first}") from None
+            raise PayloadError(field, f"not valid JSON (malformed JSON: {first})") from None
 
 
 def ensure_json(body: Any, field: str = "body") -> Any:

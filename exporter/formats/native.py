@@ -172,20 +172,20 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
         keep = np.ones(n, dtype=bool)
         keep[list(bad)] = False
 
-    def take(col: list[Any] | None) -> list[Any] | None:
-        if col is None or keep is None:
+    def take(col: list[Any]) -> list[Any]:
+        if keep is None:
             return col
         return [v for v, k in zip(col, keep, strict=True) if k]
 
     size = n - len(bad)
-    lat = take(latency)
     return Batch(
         model=model, version=version, size=size,
         features={str(name): take(col) for name, col in feats.items()},
-        predictions=take(preds),
+        predictions=None if preds is None else take(preds),
         ids=None if ids is None else _id_strings(take(ids)),
-        latency_seconds=None if lat is None else np.array([np.nan if v is None else v for v in lat], dtype=np.float64),
-        error=None if errors is None else np.array([bool(v) for v in take(errors)], dtype=bool),
+        latency_seconds=np.full(size, np.nan) if latency is None else np.array(
+            [np.nan if v is None else v for v in take(latency)], dtype=np.float64),
+        error=np.zeros(size, dtype=bool) if errors is None else np.array([bool(v) for v in take(errors)], dtype=bool),
         groups={g: take(col) for g, col in groups.items()},
         rejected=[bad[i] for i in sorted(bad)],
     )

@@ -11,8 +11,9 @@ from collections import OrderedDict, deque
 import numpy as np
 import pytest
 
-from exporter import labels
-from exporter.labels import DUPLICATE, MATCHED, UNMATCHED, PendingStore, _HashTable, hash_ids
+from exporter import pending
+from exporter.hashtable import HashTable, hash_ids
+from exporter.pending import DUPLICATE, MATCHED, UNMATCHED, PendingStore
 
 DAY = 86_400.0
 
@@ -247,7 +248,7 @@ def test_random_operations_agree_with_a_reference_model(capacity, remember, n_id
     """Exercises growth, compaction (also in many small chunks), the ring wrapping around,
     hash-table growth and overflowing buckets, and the duplicate memory."""
     if chunk:
-        monkeypatch.setattr(labels, "_CHUNK", chunk)
+        monkeypatch.setattr(pending, "_CHUNK", chunk)
     rng = np.random.default_rng(5)
     ttl = 25.0
     store = PendingStore(capacity, ttl, {"v": np.int64}, remember_taken=remember, initial_size=4)
@@ -334,7 +335,7 @@ def test_throughput_smoke():
     assert 100_000 / elapsed > 20_000
 
 
-def table_counts(table: _HashTable) -> np.ndarray:
+def table_counts(table: HashTable) -> np.ndarray:
     """The table's per-bucket counts of keys stored beyond it, recomputed from its cells."""
     over = np.zeros(table.buckets, dtype=np.int64)
     cells = np.flatnonzero(table.flat_keys)
@@ -352,7 +353,7 @@ def test_hash_table_agrees_with_a_dict(buckets):
     loaded up to 95 %, so that buckets overflow, probes wrap around the end and keys of one
     batch race for the same cells; the per-bucket overflow counts stay exact."""
     rng = np.random.default_rng(buckets)
-    table = _HashTable(buckets, np.int32)
+    table = HashTable(buckets, np.int32)
     cells_total = table.cells
     ref: dict[int, int] = {}
     pool = np.unique(rng.integers(1, 2**64, 4 * cells_total, dtype=np.uint64))
