@@ -5,7 +5,12 @@
 #
 # The default command listens on 0.0.0.0:8000 (the config's server.listen defaults to loopback,
 # which a container's port mapping or Prometheus cannot reach). Set server.auth_token_env to
-# protect the POST routes when the port is reachable beyond the pod.
+# protect the POST routes when the port is reachable beyond the pod: without it mlmon logs a
+# SECURITY warning at start. server.web_config_file adds TLS and credentials for GET routes.
+#
+# No init is needed: mlmon installs its own SIGTERM/SIGINT handlers, so as PID 1 it still drains
+# in-flight requests (server.drain_timeout, default 20 s) and exits 0 on `docker stop` or a pod
+# deletion. Keep the stop grace period (docker stop -t, terminationGracePeriodSeconds) above it.
 FROM python:3.11-slim
 
 LABEL org.opencontainers.image.title="mlmon" \
@@ -21,7 +26,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # the sources.
 COPY pyproject.toml README.md /tmp/mlmon/
 COPY exporter /tmp/mlmon/exporter
-RUN pip install /tmp/mlmon \
+RUN pip install "/tmp/mlmon[auth]" \
  && rm -rf /tmp/mlmon \
  && groupadd --system --gid 10001 mlmon \
  && useradd --system --uid 10001 --gid mlmon --home-dir /var/lib/mlmon --no-create-home \
@@ -40,5 +45,6 @@ ENV MLMON_HEALTHCHECK_URL=http://127.0.0.1:8000/healthz
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(os.environ['MLMON_HEALTHCHECK_URL'], timeout=4)"]
 
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["mlmon"]
 CMD ["serve", "-c", "/etc/mlmon/mlmon.yaml", "--listen", "0.0.0.0:8000"]

@@ -230,3 +230,15 @@ def med(values: list[float]) -> float:
 
 def verdict(ok: bool) -> str:
     return "MET" if ok else "NOT MET"
+
+
+def start_listener(n_baseline: int = 5_000) -> tuple[Service, Any]:
+    """A started service and its one listener (``build_listeners``, as ``mlmon serve`` runs it) on an
+    ephemeral loopback port; stop with ``service.stop(); listener.close()``."""
+    from exporter.server import build_listeners
+
+    service = make_service(make_baseline(n=n_baseline))
+    [listener] = build_listeners(service)
+    listener.start()
+    service.start()
+    return service, listener

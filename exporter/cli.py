@@ -18,6 +18,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, load_config
     from exporter.server import serve
     from exporter.service import Service
+    from exporter.webconfig import load_web_config
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
@@ -27,6 +28,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
             config = replace(config, server=replace(config.server, listen=args.listen))
         service = Service(config)
+        if config.server.web_config_file:
+            load_web_config(config.server.web_config_file)
     except (ConfigError, ValueError) as exc:
         print(f"mlmon: cannot start:\n{exc}", file=sys.stderr)
         return 2
@@ -37,10 +40,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, load_config
     from exporter.service import Service
+    from exporter.webconfig import load_web_config
 
     try:
         config = load_config(args.config)
-        Service(config)  # loads every baseline and checks it fits the model's drift settings
+        Service(config)  # loads every baseline and checks it fits the model's config
+        if config.server.web_config_file:
+            load_web_config(config.server.web_config_file)
     except (ConfigError, ValueError) as exc:
         print(f"{args.config}: invalid\n{exc}", file=sys.stderr)
         return 1

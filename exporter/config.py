@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, overload
 
@@ -64,6 +64,18 @@ class ServerConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     auth_token_env: str | None = None
     threads: int = 8
+    metrics_listen: str | None = None
+    """Own listener for /metrics, /healthz and /readyz; the main listener then serves ingest and /v1/models."""
+    web_config_file: str | None = None
+    """exporter-toolkit style web config: tls_server_config and basic_auth_users (guards GET routes)."""
+    read_token_env: str | None = None
+    """Environment variable with a bearer token for GET routes other than the probes."""
+    connection_limit: int = 1000
+    idle_timeout_seconds: float = 30.0
+    request_timeout_seconds: float = 15.0
+    """Deadline for receiving a whole request (headers and body): slow senders are cut off."""
+    drain_timeout_seconds: float = 20.0
+    """How long SIGTERM waits for in-flight requests before closing."""
 
     @property
     def host(self) -> str:
@@ -72,6 +84,20 @@ class ServerConfig:
     @property
     def port(self) -> int:
         return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Caps on what clients control; each bounds series count or memory (README "Limits")."""
+
+    max_versions: int = 20
+    """Versions kept per model; a new one beyond the cap retires the least recently seen."""
+    max_label_length: int = 128
+    """Longest version, class or feature name that may become a label value or appear in /v1/models."""
+    max_unknown_feature_names: int = 50
+    """Unknown feature names remembered per model for /v1/models (all of their values are counted)."""
+    max_classes: int = 100
+    """Distinct predicted classes per version when the baseline does not fix them (rest: __other__)."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +183,10 @@ class LabelsConfig:
     ttl_seconds: float = 7 * 86400.0
     max_pending: int = 1_000_000
     stale_after_seconds: float = 86400.0
+    early_hold_seconds: float = 60.0
+    """How long a label that came before its prediction waits for it before it counts as unmatched."""
+    max_early: int = 10_000
+    """Labels held at once; beyond it the oldest counts as unmatched."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +209,8 @@ class ModelConfig:
     name: str
     baseline: str | None = None
     task: str = "classification"
+    task_explicit: bool = False
+    """True when the file sets ``task``: it must then agree with the baseline."""
     positive_class: str | None = None
     feature_names: tuple[str, ...] = ()
     drift: DriftConfig = field(default_factory=DriftConfig)
@@ -189,6 +221,7 @@ class ModelConfig:
     fairness: FairnessConfig = field(default_factory=FairnessConfig)
     data_quality: DataQualityConfig = field(default_factory=DataQualityConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     stale_after_seconds: float = 900.0
     """Time without predictions after which the model's data counts as stale (traffic.stale_after)."""
 
@@ -197,6 +230,7 @@ class ModelConfig:
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     defaults: WindowConfig = field(default_factory=WindowConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     models: tuple[ModelConfig, ...] = ()
     source: Path | None = None
 
@@ -322,6 +356,31 @@ def _window(r: _Reader, node: Any, path: str, base: WindowConfig) -> WindowConfi
     elif cfg.window_seconds / cfg.bucket_seconds > 10_000:
         r.fail(f"{path}.bucket", "gives more than 10000 buckets per window; use a longer bucket")
     return cfg
+
+
+def _address(r: _Reader, node: dict[str, Any], key: str, path: str, default: str | None) -> str | None:
+    value = r.string(node, key, path, default)
+    if value is None or key not in node:
+        return value
+    if not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", value):
+        r.fail(f"{path}.{key}", f"must be HOST:PORT such as 127.0.0.1:8000, not {value!r}")
+        return default
+    if not 0 <= int(value.rsplit(":", 1)[1]) < 65536:
+        r.fail(f"{path}.{key}", "port must be between 0 and 65535")
+        return default
+    return value
+
+
+def _limits(r: _Reader, node: Any, path: str) -> LimitsConfig:
+    node = r.mapping(node, path, {"max_versions", "max_label_length", "max_unknown_feature_names", "max_classes"})
+    d = LimitsConfig()
+    return LimitsConfig(
+        max_versions=r.number(node, "max_versions", path, d.max_versions, integer=True, at_most=1000),
+        max_label_length=r.number(node, "max_label_length", path, d.max_label_length, integer=True, at_most=1024),
+        max_unknown_feature_names=r.number(node, "max_unknown_feature_names", path, d.max_unknown_feature_names,
+                                           integer=True, at_most=10_000),
+        max_classes=r.number(node, "max_classes", path, d.max_classes, integer=True, at_most=10_000),
+    )
 
 
 def _thresholds(r: _Reader, node: Any, path: str) -> dict[str, float | None]:
@@ -476,7 +535,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
         else:
             buckets = tuple(float(v) for v in raw)
     lpath = f"{path}.labels"
-    labels = r.mapping(node.get("labels"), lpath, {"ttl", "max_pending", "stale_after"})
+    labels = r.mapping(node.get("labels"), lpath, {"ttl", "max_pending", "stale_after", "early_hold", "max_early"})
     fpath = f"{path}.fairness"
     fair = r.mapping(node.get("fairness"), fpath, {"attributes", "max_groups", "min_samples", "threshold"})
     tpath = f"{path}.traffic"
@@ -488,6 +547,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
         name=name,
         baseline=baseline,
         task=task,
+        task_explicit="task" in node,
         positive_class=r.string(node, "positive_class", path),
         feature_names=r.string_list(node, "feature_names", path),
         drift=_drift(r, node.get("drift"), f"{path}.drift"),
@@ -498,6 +558,8 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
             ttl_seconds=r.duration(labels, "ttl", lpath, LabelsConfig.ttl_seconds),
             max_pending=r.number(labels, "max_pending", lpath, LabelsConfig.max_pending, integer=True),
             stale_after_seconds=r.duration(labels, "stale_after", lpath, LabelsConfig.stale_after_seconds),
+            early_hold_seconds=r.duration(labels, "early_hold", lpath, LabelsConfig.early_hold_seconds),
+            max_early=r.number(labels, "max_early", lpath, LabelsConfig.max_early, integer=True, at_most=1_000_000),
         ),
         fairness=FairnessConfig(
             attributes=r.string_list(fair, "attributes", fpath),
@@ -518,21 +580,34 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
 def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | None = None) -> Config:
     """Validate a parsed YAML document; raise ``ConfigError`` listing every problem."""
     r = _Reader()
-    top = r.mapping(data, "", {"server", "defaults", "models"})
+    top = r.mapping(data, "", {"server", "defaults", "limits", "models"})
     spath = "server"
-    srv = r.mapping(top.get("server"), spath, {"listen", "max_body_bytes", "auth_token_env", "threads"})
-    listen = r.string(srv, "listen", spath, ServerConfig.listen)
-    if listen and not re.match(r"^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$", listen):
-        r.fail(f"{spath}.listen", f"must be HOST:PORT such as 127.0.0.1:8000, not {listen!r}")
-    elif listen and not 0 < int(listen.rsplit(":", 1)[1]) < 65536:
-        r.fail(f"{spath}.listen", "port must be between 1 and 65535")
+    srv = r.mapping(top.get("server"), spath, {
+        "listen", "max_body_bytes", "auth_token_env", "threads", "metrics_listen", "web_config_file",
+        "read_token_env", "connection_limit", "idle_timeout", "request_timeout", "drain_timeout"})
+    listen = _address(r, srv, "listen", spath, ServerConfig.listen)
+    metrics_listen = _address(r, srv, "metrics_listen", spath, None)
+    if listen and metrics_listen and listen == metrics_listen:
+        r.fail(f"{spath}.metrics_listen", "must differ from server.listen")
+    web_config = r.string(srv, "web_config_file", spath)
+    if web_config and base_dir is not None and not Path(web_config).is_absolute():
+        web_config = str(base_dir / web_config)
     server = ServerConfig(
+        metrics_listen=metrics_listen,
+        web_config_file=web_config,
+        read_token_env=r.string(srv, "read_token_env", spath),
+        connection_limit=r.number(srv, "connection_limit", spath, ServerConfig.connection_limit, integer=True,
+                                  at_most=50_000),
+        idle_timeout_seconds=r.duration(srv, "idle_timeout", spath, ServerConfig.idle_timeout_seconds),
+        request_timeout_seconds=r.duration(srv, "request_timeout", spath, ServerConfig.request_timeout_seconds),
+        drain_timeout_seconds=r.duration(srv, "drain_timeout", spath, ServerConfig.drain_timeout_seconds),
         listen=listen or ServerConfig.listen,
         max_body_bytes=r.number(srv, "max_body_bytes", spath, ServerConfig.max_body_bytes, integer=True),
         auth_token_env=r.string(srv, "auth_token_env", spath),
         threads=r.number(srv, "threads", spath, ServerConfig.threads, integer=True, at_most=256),
     )
     defaults = _window(r, top.get("defaults"), "defaults", WindowConfig())
+    limits = _limits(r, top.get("limits"), "limits")
     models: list[ModelConfig] = []
     raw_models = top.get("models")
     if not isinstance(raw_models, list) or not raw_models:
@@ -544,10 +619,10 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
             continue
         if any(m.name == model.name for m in models):
             r.fail(f"models[{i}].name", f"duplicate model name {model.name!r}")
-        models.append(model)
+        models.append(replace(model, limits=limits))
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(server=server, defaults=defaults, models=tuple(models), source=source)
+    return Config(server=server, defaults=defaults, limits=limits, models=tuple(models), source=source)
 
 
 def load_config(path: str | Path) -> Config:

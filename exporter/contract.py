@@ -71,7 +71,8 @@ METRICS: tuple[MetricSpec, ...] = (
        "Baseline classes plus `__other__`; without a class list, the first 100 distinct values."),
     _m("mlmon_ingest_rejected", "counter", "model reason", "", "Records mlmon refused, by reason.", "traffic",
        "`invalid_record`, `invalid_label`; `model=\"__unknown__\"` for `unknown_model`, `malformed_json`, "
-       "`invalid_payload`, `invalid_event`, `payload_too_large`."),
+       "`invalid_payload`, `invalid_event`, `payload_too_large`, `unsupported_media_type` (a POST whose "
+       "Content-Type is not JSON, answered 415)."),
     _m("mlmon_predictions_stale_after_seconds", "gauge", "model", "seconds",
        "Configured time without predictions before data counts as stale.", "traffic", "`traffic.stale_after`."),
     # ---- features: distributions and data quality
@@ -92,6 +93,10 @@ METRICS: tuple[MetricSpec, ...] = (
        "features"),
     _m("mlmon_unknown_features", "counter", "model", "", "Values of feature names the baseline does not know.",
        "features", "The names are listed by `GET /v1/models`."),
+    _m("mlmon_limit_hits", "counter", "model limit", "", "Times a cap on client-controlled input was hit.",
+       "traffic", "`limit` is the config key under `limits:`: `max_versions` (the least recently seen version "
+       "is retired), `max_label_length`, `max_unknown_feature_names`, `max_classes` (the value becomes "
+       "`__other__` or is not listed)."),
     _m("mlmon_data_quality_threshold_ratio", "gauge", "model check", "ratio",
        "Configured alert threshold for a data-quality rate.", "features",
        "`check` is `missing`, `unexpected_category` or `out_of_range` (`data_quality.max_*_ratio`)."),
@@ -142,6 +147,13 @@ METRICS: tuple[MetricSpec, ...] = (
     _m("mlmon_labels_expired", "counter", "model reason", "", "Pending predictions dropped before their label came.",
        "outcomes", "`reason` is `ttl` or `capacity`."),
     _m("mlmon_labels_pending", "gauge", "model", "", "Predictions waiting for their label.", "outcomes"),
+    _m("mlmon_labels_held", "gauge", "model", "",
+       "Labels that came before their prediction, waiting up to labels.early_hold.", "outcomes",
+       "Bounded by `labels.max_early`; a held label that outlives the hold counts as unmatched."),
+    _m("mlmon_predictions_unjoinable", "counter", "model reason", "",
+       "Predictions with an id that no label can join, by reason.", "outcomes",
+       "`duplicate_id` (a repeated id; the first copy is kept), `no_prediction`, `wrong_type` (e.g. a string "
+       "for a regression model); their labels count as unmatched."),
     _m("mlmon_label_delay_seconds", "histogram", "model", "seconds", "Time from prediction to its label.",
        "outcomes"),
     _m("mlmon_last_label_timestamp_seconds", "gauge", "model", "timestamp", "Unix time the last label was joined.",

@@ -26,6 +26,8 @@ _DATA_QUALITY_METRICS = {
     "out_of_range": "mlmon_feature_out_of_range",
     "unexpected": "mlmon_feature_unexpected_category",
 }
+LIMIT_NAMES = ("max_versions", "max_label_length", "max_unknown_feature_names", "max_classes")
+UNJOINABLE_REASONS = ("duplicate_id", "no_prediction", "wrong_type")
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
 
@@ -97,6 +99,8 @@ def _traffic(s: Snapshot, f: _Families) -> None:
     for reason, count in sorted(s.rejected.items()):
         if reason != "invalid_record":
             f.add("mlmon_ingest_rejected", [m, reason], count)
+    for limit in LIMIT_NAMES:
+        f.add("mlmon_limit_hits", [m, limit], s.limit_hits.get(limit, 0))
     f.add("mlmon_predictions_stale_after_seconds", [m], s.stale_after_seconds)
 
 
@@ -164,6 +168,9 @@ def _outcomes(s: Snapshot, f: _Families) -> None:
         f.add("mlmon_labels_expired", [m, "ttl"], c.expired_ttl)
         f.add("mlmon_labels_expired", [m, "capacity"], c.evicted_capacity)
         f.add("mlmon_labels_pending", [m], o.pending)
+        f.add("mlmon_labels_held", [m], c.held)
+        for reason in UNJOINABLE_REASONS:
+            f.add("mlmon_predictions_unjoinable", [m, reason], c.unjoinable.get(reason, 0))
         f.histogram("mlmon_label_delay_seconds", [m], _buckets(LABEL_DELAY_BUCKETS, c.delay_buckets.tolist()),
                     c.delay_sum)
         if c.last_label:

@@ -21,6 +21,7 @@ import numpy as np
 from exporter import calibration, drift
 from exporter.batch import Batch, Rejection
 from exporter.config import ModelConfig
+from exporter.limits import safe_label
 from exporter.outcomes import LabelResult, OutcomeCounters, OutcomeTracker, QualityEvaluation, meets
 from exporter.profile import (
     OTHER,
@@ -38,9 +39,6 @@ from exporter.window import BucketRing
 NUMERIC_METHODS = ("psi", "js", "kl", "ks", "wasserstein")
 CATEGORICAL_METHODS = ("psi", "js", "kl", "chi2")
 QUALITY_CHECKS = ("missing", "type_errors", "out_of_range", "unexpected")
-MAX_CLASSES = 100
-"""Cap on distinct predicted-class label values when the baseline does not fix the classes."""
-MAX_UNKNOWN_NAMES = 50
 RECENT_SHARE = 0.1
 """Share of the false-alarm rate spent on the recent window when both windows are tested. A clear
 shift crosses the recent window's threshold fast whatever its share (the threshold grows only with
@@ -210,6 +208,7 @@ class Snapshot:
     slos: tuple[SLOCounts, ...]
     outcomes: OutcomeSnapshot | None
     evaluation: Evaluation | None
+    limit_hits: dict[str, int] = field(default_factory=dict)
 
 
 class ModelMonitor:
@@ -247,6 +246,9 @@ class ModelMonitor:
         self.unknown_feature_names: list[str] = []
         self._versions: dict[str, VersionStats] = {}
         self._rejected: Counter[str] = Counter()
+        self.limit_hits: Counter[str] = Counter()
+        """Times a cap in ``limits`` was hit, by cap (exported as mlmon_limit_hits_total)."""
+        self.retired_versions = 0
         self._slo = {s.name: [0, 0] for s in config.slos}
         self._latency_bounds = np.asarray(config.latency_buckets, dtype=np.float64)
         self._lock = threading.Lock()
@@ -293,10 +295,43 @@ class ModelMonitor:
     def _class_label(self, key: str, stats: VersionStats) -> str:
         profile = self.baseline.prediction
         if isinstance(profile, CategoricalProfile):
-            return key if profile.lookup(key) < len(profile.categories) else "__other__"
-        if key in stats.classes or len(stats.classes) < MAX_CLASSES:
+            return key if profile.lookup(key) < len(profile.categories) else OTHER
+        if key in stats.classes:
             return key
-        return "__other__"
+        if safe_label(key, self.config.limits.max_label_length) is None:
+            self.limit_hits["max_label_length"] += 1
+            return OTHER
+        if len(stats.classes) < self.config.limits.max_classes:
+            return key
+        self.limit_hits["max_classes"] += 1
+        return OTHER
+
+    def _version(self, version: str) -> str:
+        """The batch's version as a label value: over-long or unencodable versions share ``__other__``."""
+        if safe_label(version, self.config.limits.max_label_length) is not None:
+            return version
+        with self._lock:
+            self.limit_hits["max_label_length"] += 1
+        return OTHER
+
+    def _group_values(self, groups: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """Over-long group values share ``__other__`` (the count of distinct groups is capped downstream)."""
+        cap = self.config.limits.max_label_length
+        out = {}
+        for name, values in groups.items():
+            if any(isinstance(v, str) and safe_label(v, cap) is None for v in values):
+                values = [OTHER if isinstance(v, str) and safe_label(v, cap) is None else v for v in values]
+                with self._lock:
+                    self.limit_hits["max_label_length"] += 1
+            out[name] = values
+        return out
+
+    def _retire_oldest_version(self) -> None:
+        """Called under the lock when a new version would exceed ``limits.max_versions``."""
+        oldest = min(self._versions, key=lambda v: self._versions[v].last_seen)
+        del self._versions[oldest]
+        self.retired_versions += 1
+        self.limit_hits["max_versions"] += 1
 
     def ingest(self, batch: Batch, now: float | None = None) -> IngestResult:
         """Add a parsed batch. Encoding runs outside the lock; only the additions hold it."""
@@ -334,9 +369,10 @@ class ModelMonitor:
         slo_add = self._slo_events(batch, reported)
         if self._window_slos:
             vector[self._slots.slo] = np.ravel([slo_add[slo.name] for slo in self._window_slos])
+        version = self._version(batch.version)
         if pred_keys is not None and batch.predictions is not None:
-            self.outcomes.observe(batch.ids, batch.version, pred_keys, self.outcomes.probabilities(batch.predictions),
-                                  batch.groups, now)
+            self.outcomes.observe(batch.ids, version, pred_keys, self.outcomes.probabilities(batch.predictions),
+                                  self._group_values(batch.groups), now)
         classes: Counter[str] = Counter()
         if pred_keys is not None and self.baseline.task != "regression":
             classes.update(k for k in pred_keys if k is not None)
@@ -346,18 +382,18 @@ class ModelMonitor:
             self._cumulative += vector[self._slots.bins]
             self._data_quality += quality
             self._unknown_features += unknown_values
-            for name in unknown:
-                if name not in self.unknown_feature_names and len(self.unknown_feature_names) < MAX_UNKNOWN_NAMES:
-                    self.unknown_feature_names.append(name)
+            self._remember_unknown(unknown)
             if batch.rejected:
                 self._rejected["invalid_record"] += len(batch.rejected)
             for name, (events, bad) in slo_add.items():
                 self._slo[name][0] += events
                 self._slo[name][1] += bad
             if n:
-                stats = self._versions.get(batch.version)
+                stats = self._versions.get(version)
                 if stats is None:
-                    stats = self._versions[batch.version] = VersionStats(
+                    if len(self._versions) >= self.config.limits.max_versions:
+                        self._retire_oldest_version()
+                    stats = self._versions[version] = VersionStats(
                         first_seen=now, latency_buckets=np.zeros(self._latency_bounds.size + 1, dtype=np.int64))
                 stats.predictions += n
                 stats.errors += errors
@@ -370,6 +406,19 @@ class ModelMonitor:
         problems = dict(zip(QUALITY_CHECKS, feature_rows.sum(axis=0).tolist(), strict=True))
         problems["unknown_features"] = unknown_values
         return IngestResult(accepted=n, rejected=batch.rejected, problems=problems)
+
+    def _remember_unknown(self, names: list[str]) -> None:
+        """Called under the lock: keep a bounded list of unknown names, each a safe label."""
+        limits = self.config.limits
+        for name in names:
+            if name in self.unknown_feature_names:
+                continue
+            if safe_label(name, limits.max_label_length) is None:
+                self.limit_hits["max_label_length"] += 1
+            elif len(self.unknown_feature_names) < limits.max_unknown_feature_names:
+                self.unknown_feature_names.append(name)
+            else:
+                self.limit_hits["max_unknown_feature_names"] += 1
 
     def _slo_events(self, batch: Batch, reported_latency: np.ndarray) -> dict[str, tuple[int, int]]:
         out = {}
@@ -627,6 +676,7 @@ class ModelMonitor:
             unknown, unknown_names = self._unknown_features, tuple(self.unknown_feature_names)
             rejected = dict(self._rejected)
             request_slo = {k: (e, b) for k, (e, b) in self._slo.items()}
+            limit_hits = dict(self.limit_hits)
             window_samples = int(self._window.total(now)[self._records])
         cfg = self.config
         features = []
@@ -653,7 +703,8 @@ class ModelMonitor:
                                      "out_of_range": dq.max_out_of_range_ratio},
             stale_after_seconds=cfg.stale_after_seconds, window_samples=window_samples,
             window_min_samples=cfg.window.min_samples, export_bins=cfg.drift.export_bins, slos=tuple(slos),
-            outcomes=self._outcome_snapshot(counters, pending), evaluation=self._evaluation)
+            outcomes=self._outcome_snapshot(counters, pending), evaluation=self._evaluation,
+            limit_hits=limit_hits)
 
     def _outcome_snapshot(self, counters: OutcomeCounters, pending: int) -> OutcomeSnapshot | None:
         outcomes = self.outcomes

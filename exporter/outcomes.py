@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -21,7 +22,7 @@ import numpy as np
 from exporter import performance
 from exporter.batch import Rejection
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
-from exporter.pending import PendingStore
+from exporter.pending import UNMATCHED, PendingStore
 from exporter.profile import OTHER, Baseline, category_key
 from exporter.slots import Slots
 from exporter.window import BucketRing
@@ -102,11 +103,15 @@ class OutcomeCounters:
     invalid: int = 0
     expired_ttl: int = 0
     evicted_capacity: int = 0
+    held: int = 0
+    """Labels that came before their prediction, waiting up to ``labels.early_hold`` for it."""
     last_label: float = 0.0
     delay_buckets: np.ndarray = field(default_factory=lambda: np.zeros(len(LABEL_DELAY_BUCKETS) + 1, np.int64))
     delay_sum: float = 0.0
     confusion: dict[str, np.ndarray] = field(default_factory=dict)
     slo: dict[str, list[int]] = field(default_factory=dict)
+    unjoinable: dict[str, int] = field(default_factory=dict)
+    """Predictions with an id no label can join, by reason (duplicate_id, no_prediction, wrong_type)."""
 
 
 class OutcomeTracker:
@@ -123,6 +128,10 @@ class OutcomeTracker:
         self.k = k
         self.class_index = _Index(len(self.classes), self.classes)
         self.positive = self._positive_class(config.positive_class)
+        self.unjoinable: Counter[str] = Counter()
+        """Predictions whose id was not kept for a label, by reason (duplicate ids are counted by the store)."""
+        self._early: dict[str, tuple[Any, float]] = {}
+        """Labels waiting for their prediction: id → (actual, received at), oldest first."""
         self.versions = _Index(MAX_VERSIONS)
         self.calibration = (performance.Calibration.from_dict(baseline.calibration)
                             if baseline.calibration else None)
@@ -191,8 +200,20 @@ class OutcomeTracker:
         if self.regression:
             pred_col = np.array([v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
                                  for v in predicted], dtype=np.float64)
+            unusable = ~np.isfinite(pred_col)
         else:
             pred_col = self.class_index.indices(predicted).astype(np.int16)
+            unusable = pred_col < 0
+        if ids is not None and unusable.any():
+            # A record without a usable prediction has nothing a label could be compared with: its id
+            # is not kept, so its label counts as unmatched instead of vanishing from quality.
+            lost = Counter("no_prediction" if p is None else "wrong_type"
+                           for i, p, bad in zip(ids, predicted, unusable.tolist(), strict=True)
+                           if bad and i is not None)
+            if lost:
+                with self._lock:
+                    self.unjoinable.update(lost)
+                ids = [None if bad else i for i, bad in zip(ids, unusable.tolist(), strict=True)]
         columns: dict[str, Any] = {"predicted": pred_col}
         estimate = None
         if proba is not None:
@@ -209,6 +230,8 @@ class OutcomeTracker:
                 self._estimate.add(now, estimate)
             if ids is not None and any(i is not None for i in ids):
                 self.store.add(ids, now, columns)
+                if self._early:
+                    self._join_held(ids, now)
 
     # ---- labels ------------------------------------------------------------------------
 
@@ -256,11 +279,48 @@ class OutcomeTracker:
                 return LabelResult(0, len(ids_kept), 0, rejected)
             took = self.store.take(ids_kept, now)
             self.counters.labels += took.matched
-            self.counters.unmatched += took.unmatched
+            held = self._hold(ids_kept, actual, took.status, now)  # may count evictions as unmatched
+            self.counters.unmatched += took.unmatched - held
             self.counters.duplicates += took.duplicates
             if took.matched:
                 self._join(took, actual[took.index], now)
         return LabelResult(took.matched, took.unmatched, took.duplicates, rejected)
+
+    def _hold(self, ids: list[str], actual: np.ndarray, status: np.ndarray, now: float) -> int:
+        """Keep unmatched labels for ``labels.early_hold``: their prediction may still be on its way
+        (the label service can be faster than the model's logger). Called under the lock."""
+        cfg = self.config.labels
+        if cfg.early_hold_seconds <= 0:
+            return 0
+        unmatched = np.flatnonzero(status == UNMATCHED)
+        for i in unmatched.tolist():
+            if len(self._early) >= cfg.max_early and ids[i] not in self._early:
+                self._early.pop(next(iter(self._early)))
+                self.counters.unmatched += 1
+            self._early[ids[i]] = (actual[i], now)
+        return int(unmatched.size)
+
+    def _join_held(self, ids: list[str | None], now: float) -> None:
+        """Join labels that came before these predictions. Called under the lock."""
+        held = {i: self._early.pop(i) for i in ids if i is not None and i in self._early}
+        if not held:
+            return
+        took = self.store.take(list(held), now)
+        self.counters.labels += took.matched
+        self.counters.unmatched += took.unmatched
+        self.counters.duplicates += took.duplicates
+        if took.matched:
+            values = np.asarray([v for v, _ in held.values()])
+            self._join(took, values[took.index], now)
+
+    def _expire_held(self, now: float) -> None:
+        cutoff = now - self.config.labels.early_hold_seconds
+        while self._early:
+            oldest = next(iter(self._early))
+            if self._early[oldest][1] > cutoff:
+                break
+            del self._early[oldest]
+            self.counters.unmatched += 1
 
     def _join(self, took: Any, actual: np.ndarray, now: float) -> None:
         c = self.counters
@@ -312,6 +372,7 @@ class OutcomeTracker:
     def expire(self, now: float) -> None:
         with self._lock:
             self.store.expire(now)
+            self._expire_held(now)
 
     # ---- evaluation --------------------------------------------------------------------
 
@@ -340,7 +401,9 @@ class OutcomeTracker:
                 continue
             labelled[name] = n
             classes = [*self.classes, OTHER]
-            positive = self.classes[self.positive] if self.positive is not None else None
+            # The positive class's precision/recall/F1 are the headline of a binary classifier only.
+            binary = self.positive is not None and len(self.classes) == 2
+            positive = self.classes[self.positive] if binary and self.positive is not None else None
             metrics = performance.classification_metrics(conf, classes, positive)
             values = {m: float(metrics[m]) for m in ("accuracy", "precision", "recall", "f1")}
             values.update({f"{m}_macro": float(metrics[f"{m}_macro"]) for m in ("precision", "recall", "f1")})
@@ -378,11 +441,12 @@ class OutcomeTracker:
             c = self.counters
             return OutcomeCounters(
                 labels=c.labels, unmatched=c.unmatched, duplicates=c.duplicates, invalid=c.invalid,
-                expired_ttl=self.store.expired_ttl, evicted_capacity=self.store.evicted_capacity,
+                expired_ttl=self.store.expired_ttl, evicted_capacity=self.store.evicted_capacity, held=len(self._early),
                 last_label=c.last_label,
                 delay_buckets=c.delay_buckets.copy(), delay_sum=c.delay_sum,
                 confusion={k: v.copy() for k, v in c.confusion.items()},
-                slo={k: list(v) for k, v in c.slo.items()}), len(self.store)
+                slo={k: list(v) for k, v in c.slo.items()},
+                unjoinable={"duplicate_id": self.store.duplicate_predictions, **self.unjoinable}), len(self.store)
 
 
 def meets(metric: str, value: float, threshold: float) -> bool:

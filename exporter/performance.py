@@ -102,9 +102,10 @@ def classification_metrics(
 
     Returns ``accuracy``, ``precision``, ``recall``, ``f1`` (headline values), the same three
     with a ``_macro`` suffix, ``samples``, and ``per_class``: ``{class: {precision, recall, f1,
-    support}}``. The headline values are those of ``positive_class`` for a binary model that
-    names one (sklearn's ``average="binary"``, what "precision" means for e.g. churn) and the
-    macro averages otherwise.
+    support}}``. The headline values are those of ``positive_class`` when the caller names one
+    (sklearn's ``average="binary"``, what "precision" means for e.g. churn; the matrix may carry an
+    extra ``__other__`` row and column for labels outside the two classes) and the macro averages
+    otherwise.
     """
     c = np.asarray(confusion, dtype=np.float64)
     k = len(classes)
@@ -137,7 +138,7 @@ def classification_metrics(
             for i, cls in enumerate(classes)
         },
     }
-    if positive_class is not None and k == 2 and positive_class in classes:
+    if positive_class is not None and positive_class in classes:
         i = list(classes).index(positive_class)
         if total > 0:
             out.update(precision=float(precision[i]), recall=float(recall[i]), f1=float(f1[i]))

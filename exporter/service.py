@@ -15,7 +15,8 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry
 
 from exporter.batch import Batch
-from exporter.config import Config, ModelConfig
+from exporter.compat import baseline_problems
+from exporter.config import Config, ConfigError, ModelConfig
 from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
@@ -34,15 +35,22 @@ class Service:
         self.config = config
         self.clock = clock
         self.monitors: dict[str, ModelMonitor] = {}
-        for model in config.models:
+        problems: list[str] = []
+        for i, model in enumerate(config.models):
             baseline = (baselines or {}).get(model.name) or self._load(model)
-            self.monitors[model.name] = ModelMonitor(model, baseline, clock)
+            problems += baseline_problems(model, baseline, f"models[{i}]")
+            if not problems:
+                self.monitors[model.name] = ModelMonitor(model, baseline, clock)
+        if problems:
+            raise ConfigError(problems)
         self._unattributed: Counter[tuple[str, str]] = Counter()
         self.joiner = EventJoiner(feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.draining = False
+        """Set on SIGTERM: /readyz answers 503 while in-flight requests finish."""
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
                                               self.unattributed_rejections, self.wake_if_stale))

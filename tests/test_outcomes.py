@@ -3,10 +3,12 @@ the label-free estimate, correctness SLO events and the health score."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import Clock, make_config, metric, serve
+from helpers import Clock, make_config, metric, serve, shop_model
 from sklearn import metrics as skm
 
 from exporter.baseline import build_baseline
@@ -53,23 +55,42 @@ def traffic(n: int, rng: np.random.Generator, flip_region: bool = False) -> tupl
 
 def test_labels_before_after_twice_never_and_unknown_are_each_counted():
     clock = Clock()
-    mon = classifier(clock, labels=LabelsConfig(ttl_seconds=600, max_pending=100))
-    early = mon.ingest_labels(["p1"], ["yes"])  # before its prediction
+    mon = classifier(clock, labels=LabelsConfig(ttl_seconds=600, max_pending=100, early_hold_seconds=60))
+    early = mon.ingest_labels(["p1"], ["yes"])  # before its prediction: held for labels.early_hold
     assert (early.matched, early.unmatched) == (0, 1)
+    assert mon.outcomes.snapshot()[0].held == 1
+    clock.t += 5
     mon.ingest(Batch(model="m", version="v1", size=3, features={"x": [0.1] * 3},
-                     predictions=["yes"] * 3, ids=["p1", "p2", "p3"]))
+                     predictions=["yes"] * 3, ids=["p1", "p2", "p3"]))  # p1's held label joins now
+    counters, pending = mon.outcomes.snapshot()
+    assert (counters.labels, counters.unmatched, counters.held, pending) == (1, 0, 0, 2)
     clock.t += 42
     after = mon.ingest_labels(["p1", "p2", "ghost"], ["yes", "no", "yes"])
-    assert (after.matched, after.unmatched, after.duplicates) == (2, 1, 0)
-    twice = mon.ingest_labels(["p1"], ["yes"])
+    assert (after.matched, after.unmatched, after.duplicates) == (1, 1, 1)  # p1 was already labelled
+    twice = mon.ingest_labels(["p2"], ["yes"])
     assert (twice.matched, twice.duplicates) == (0, 1)
-    clock.t += 601  # p3's label never comes: it expires after the TTL
+    clock.t += 601  # p3's label never comes: it expires after the TTL; ghost's hold ran out long ago
     mon.evaluate()
     counters, pending = mon.outcomes.snapshot()
-    assert (counters.labels, counters.unmatched, counters.duplicates, counters.expired_ttl) == (2, 2, 1, 1)
-    assert pending == 0
-    assert counters.delay_sum == pytest.approx(84.0)
-    assert counters.delay_buckets[LABEL_DELAY_BUCKETS.index(60.0)] == 2  # 42 s: the (30, 60] bucket
+    assert (counters.labels, counters.unmatched, counters.duplicates, counters.expired_ttl) == (2, 1, 2, 1)
+    assert pending == 0 and counters.held == 0
+    assert counters.delay_sum == pytest.approx(42.0)  # p1 joined the moment its prediction came: delay 0
+    assert counters.delay_buckets[LABEL_DELAY_BUCKETS.index(60.0)] == 1  # p2, 42 s: the (30, 60] bucket
+    assert counters.delay_buckets[0] == 1
+
+
+def test_label_held_past_early_hold_counts_unmatched_and_later_prediction_waits():
+    clock = Clock()
+    mon = classifier(clock, labels=LabelsConfig(early_hold_seconds=10, max_early=2))
+    mon.ingest_labels(["a", "b", "c"], ["yes", "no", "yes"])  # max_early=2: "a" is pushed out at once
+    assert mon.outcomes.snapshot()[0].unmatched == 1
+    clock.t += 11
+    mon.evaluate()
+    counters, _ = mon.outcomes.snapshot()
+    assert (counters.unmatched, counters.held) == (3, 0)
+    mon.ingest(Batch(model="m", version="v1", size=1, features={"x": [0.1]}, predictions=["yes"], ids=["b"]))
+    counters, pending = mon.outcomes.snapshot()
+    assert (counters.labels, pending) == (0, 1)  # too late: the prediction now waits for a new label
 
 
 def test_pending_store_stays_within_its_bound_under_twice_its_capacity():
@@ -98,7 +119,10 @@ def test_classification_quality_equals_sklearn():
     y_pred = np.where(proba >= 0.5, "yes", "no")
     assert q["accuracy"] == pytest.approx(skm.accuracy_score(y_true, y_pred), abs=1e-9)
     for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score)):
-        assert q[name] == pytest.approx(fn(y_true, y_pred, average="macro", zero_division=0), abs=1e-9)
+        # binary: the headline is the positive class (the baseline's second class, "yes"), as sklearn's
+        # average="binary"; the macro averages stay available under *_macro
+        assert q[name] == pytest.approx(fn(y_true, y_pred, average="binary", pos_label="yes"), abs=1e-9)
+        assert q[f"{name}_macro"] == pytest.approx(fn(y_true, y_pred, average="macro", zero_division=0), abs=1e-9)
     two_col = np.column_stack([1 - proba, proba])  # sklearn orders labels: "no", "yes"
     assert q["log_loss"] == pytest.approx(skm.log_loss(y_true, two_col, labels=["no", "yes"]), abs=1e-9)
     assert q["brier"] == pytest.approx(skm.brier_score_loss(y_true == "yes", proba), abs=1e-9)
@@ -196,8 +220,32 @@ def test_labels_over_http(small_baseline):
         assert server.post("/v1/labels", {"model": "shop"}).status_code == 400
         service.monitor("shop").evaluate()
         assert metric(server, "mlmon_labels_total", model="shop") == 2
-        assert metric(server, "mlmon_labels_unmatched_total", model="shop") == 1
+        # "zz" may still get its prediction: held for labels.early_hold, not yet unmatched
+        assert metric(server, "mlmon_labels_unmatched_total", model="shop") == 0
+        assert metric(server, "mlmon_labels_held", model="shop") == 1
         assert metric(server, "mlmon_ingest_rejected_total", model="shop", reason="invalid_label") == 2
         assert metric(server, "mlmon_confusion_total", model="shop", version="v1", actual="no", predicted="yes") == 1
         assert metric(server, "mlmon_model_quality", model="shop", version="v1", metric="accuracy") == 0.5
         assert metric(server, "mlmon_labels_pending", model="shop") == 3
+
+
+def test_unjoinable_predictions_are_counted_by_reason(small_baseline):
+    """Issue 9 item 8: a repeated id, a prediction of the wrong type, a record without a prediction."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=2_000)
+    train = pd.DataFrame({"x": x, "pred": 10 + 3 * x, "y": 10 + 3 * x})
+    regression = build_baseline(train, "r", prediction="pred", target="y")
+    config = replace(make_config(ModelConfig(name="r", task="regression"), shop_model()))
+    service = Service(config, {"r": regression, "shop": small_baseline})
+    for server in serve(service):
+        rec = [{"id": "a", "features": {"x": 1.0}, "prediction": "12.5"},  # a string: wrong type
+               {"id": "b", "features": {"x": 1.0}, "prediction": 12.5},
+               {"id": "b", "features": {"x": 1.0}, "prediction": 13.0},  # repeated id: first copy kept
+               {"id": "c", "features": {"x": 1.0}}]  # no prediction
+        assert server.post("/v1/predictions", {"model": "r", "records": rec}).json()["accepted"] == 4
+        labels = server.post("/v1/labels", {"model": "r", "labels": [
+            {"id": i, "label": 12.0} for i in ("a", "b", "c")]}).json()
+        assert (labels["matched"], labels["unmatched"]) == (1, 2)  # the string and the missing one cannot join
+        for reason, count in (("wrong_type", 1), ("duplicate_id", 1), ("no_prediction", 1)):
+            assert metric(server, "mlmon_predictions_unjoinable_total", model="r", reason=reason) == count
+        assert metric(server, "mlmon_predictions_unjoinable_total", model="shop", reason="wrong_type") == 0

@@ -6,7 +6,6 @@ on these helpers cannot turn a malformed body into a 500.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import orjson
 
 from exporter.batch import PayloadError
+from exporter.limits import lenient_loads
 
 MAX_RANK = 32
 """Deepest nesting accepted in a tensor. Real tensors have a handful of dimensions; the cap keeps
@@ -54,8 +54,9 @@ def load_json(data: bytes | bytearray | memoryview | str, field: str = "body") -
         return orjson.loads(data)
     except orjson.JSONDecodeError as first:
         try:
-            text = data.decode("utf-8") if isinstance(data, bytes) else data
-            return json.loads(text)
+            return lenient_loads(data)
+        except PayloadError as exc:
+            raise PayloadError(field, exc.reason) from None
         except (ValueError, RecursionError):
             raise PayloadError(field, f"not valid JSON (malformed JSON: {first})") from None
 

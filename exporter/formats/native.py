@@ -138,7 +138,9 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
         elif len(col) != n:
             raise PayloadError(f"features.{name}", f"has {len(col)} values but other features have {n}")
     ids, preds = _column(data, "ids", n), _column(data, "predictions", n)
-    n = n if n is not None else len(ids if ids is not None else preds or [])
+    if n is None:  # no features: ids and predictions must agree with each other
+        n = len(ids if ids is not None else preds or [])
+        _column(data, "predictions", n)
     latency, errors = _column(data, "latency_seconds", n), _column(data, "errors", n)
     raw_groups = data.get("groups") or {}
     if not isinstance(raw_groups, dict):
