@@ -50,6 +50,12 @@ def _m(name: str, kind: Kind, labels: str, unit: str, help: str, theme: str, doc
 
 METRICS: tuple[MetricSpec, ...] = (
     _m("mlmon_build_info", "gauge", "version", "", "mlmon build; always 1.", "build"),
+    _m("mlmon_checkpoint_age_seconds", "gauge", "", "seconds", "Seconds since the last successful checkpoint.",
+       "build", "Present only when `state.dir` is set; counts from the start until the first checkpoint."),
+    _m("mlmon_checkpoint_duration_seconds", "gauge", "", "seconds", "Time the last checkpoint took to write.",
+       "build", "Present only when `state.dir` is set."),
+    _m("mlmon_checkpoint_failures", "counter", "", "", "Checkpoints that failed to write.", "build",
+       "Present only when `state.dir` is set; the reason is logged."),
     # ---- traffic
     _m("mlmon_predictions", "counter", "model version", "", "Prediction records ingested.", "traffic"),
     _m("mlmon_prediction_errors", "counter", "model version", "", "Records the model server marked as failed.",

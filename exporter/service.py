@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from exporter.batch import Batch
 from exporter.config import Config, ModelConfig
+from exporter import state
 from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
@@ -32,19 +33,29 @@ class Service:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.monitors: dict[str, ModelMonitor] = {}
-        for model in config.models:
-            baseline = (baselines or {}).get(model.name) or self._load(model)
-            self.monitors[model.name] = ModelMonitor(model, baseline, clock)
+        self._baselines = {m.name: (baselines or {}).get(m.name) or self._load(m) for m in config.models}
+        self.monitors = self._fresh_monitors()
+        self._state_dir = config.state.dir
+        self._checkpoint_lock = threading.Lock()
+        self._last_checkpoint = clock()
+        self._checkpoint_duration = 0.0
+        self._checkpoint_failures = 0
+        if self._state_dir is not None and state.restore(self._state_dir, self.monitors) == "aside":
+            self.monitors = self._fresh_monitors()  # nothing half-loaded survives a bad checkpoint
         self._unattributed: Counter[tuple[str, str]] = Counter()
         self.joiner = EventJoiner(feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
-                                              self.unattributed_rejections, self.wake_if_stale))
+                                              self.unattributed_rejections, self.wake_if_stale,
+                                              self.checkpoint_stats))
+
+    def _fresh_monitors(self) -> dict[str, ModelMonitor]:
+        return {m.name: ModelMonitor(m, self._baselines[m.name], self.clock) for m in self.config.models}
 
     @staticmethod
     def _load(model: ModelConfig) -> Baseline:
@@ -111,16 +122,52 @@ class Service:
             self._wake.clear()
 
     def start(self) -> None:
+        self._stop.clear()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="mlmon-evaluator", daemon=True)
             self._thread.start()
+        if self._state_dir is not None and self._checkpointer is None:
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="mlmon-checkpointer",
+                                                  daemon=True)
+            self._checkpointer.start()
 
     def stop(self) -> None:
+        """Stop the timers and write a last checkpoint, so any clean stop keeps the state."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        for thread in (self._thread, self._checkpointer):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._thread = self._checkpointer = None
+        self.checkpoint()
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Write the state of every model now; False (logged and counted) when it failed or is off."""
+        if self._state_dir is None:
+            return False
+        with self._checkpoint_lock:
+            started = time.monotonic()
+            try:
+                state.write(self._state_dir, self.monitors, self.clock())
+            except Exception:  # a full disk must not stop monitoring; the failure is exported
+                self._checkpoint_failures += 1
+                log.exception("checkpoint to %s failed", self._state_dir)
+                return False
+            self._checkpoint_duration = time.monotonic() - started
+            self._last_checkpoint = self.clock()
+            return True
+
+    def checkpoint_stats(self) -> state.CheckpointStats | None:
+        if self._state_dir is None:
+            return None
+        return state.CheckpointStats(max(0.0, self.clock() - self._last_checkpoint), self._checkpoint_duration,
+                                     self._checkpoint_failures)
+
+    def _checkpoint_loop(self) -> None:
+        while not self._stop.wait(self.config.state.checkpoint_interval_seconds):
+            self.checkpoint()
 
     @property
     def running(self) -> bool:
