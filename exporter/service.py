@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from exporter import state
 from exporter.batch import Batch
 from exporter.config import Config, ModelConfig
-from exporter import state
 from exporter.events import EventJoiner
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor

@@ -81,7 +81,8 @@ class BucketRing:
     def restore(self, state: dict[str, np.ndarray]) -> None:
         """Load ``state()`` output; time then continues from the clock, so expired buckets expire."""
         buckets, total = state["buckets"], state["total"]
-        if buckets.shape != self._buckets.shape or buckets.dtype != self._buckets.dtype or total.shape != self._total.shape:
+        mine = self._buckets
+        if buckets.shape != mine.shape or buckets.dtype != mine.dtype or total.shape != self._total.shape:
             raise ValueError(f"window shape {buckets.shape} does not match {self._buckets.shape}")
         self._buckets = buckets.copy()
         self._total = total.copy()

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from helpers import Clock, make_config, sample, shop_model, training_frame
+from helpers import Clock, make_config, sample, training_frame
 from test_outcomes import classifier, traffic
 
 from exporter.baseline import build_baseline
@@ -178,3 +178,16 @@ def test_sigkill_loses_at_most_the_last_checkpoint_interval(tmp_path: Path) -> N
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_state_config_is_read_and_checked(tmp_path: Path) -> None:
+    from exporter.config import ConfigError, config_from_dict
+    models = [{"name": "shop", "baseline": "shop.json"}]
+    config = config_from_dict({"state": {"dir": "st", "checkpoint_interval": "2m"}, "models": models},
+                              base_dir=tmp_path)
+    assert config.state == StateConfig(dir=tmp_path / "st", checkpoint_interval_seconds=120.0)
+    assert config_from_dict({"models": models}, base_dir=tmp_path).state.dir is None
+    with pytest.raises(ConfigError, match=r"state\.checkpoint_interval"):
+        config_from_dict({"state": {"dir": "st", "checkpoint_interval": "soon"}, "models": models}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match=r"state.*unknown key"):
+        config_from_dict({"state": {"path": "st"}, "models": models}, base_dir=tmp_path)
