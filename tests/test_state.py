@@ -40,6 +40,15 @@ def _observed(service: Service) -> tuple[dict[str, float], int, int, dict[str, f
             ev.quality.per_version["v1"])
 
 
+def _checkpointed(tmp: Path, clock: Clock) -> Service:
+    """A service with 500 records in its window, checkpointed."""
+    service = _service(tmp, clock)
+    service.monitors["m"].ingest(traffic(500, np.random.default_rng(0))[0])
+    assert service.checkpoint()
+    assert service.monitors["m"].snapshot().window_samples == 500
+    return service
+
+
 def test_restart_keeps_windows_drift_pending_labels_and_joins_later_labels(tmp_path: Path) -> None:
     clock = Clock()
     rng = np.random.default_rng(3)
@@ -70,9 +79,7 @@ def test_restart_keeps_windows_drift_pending_labels_and_joins_later_labels(tmp_p
 
 def test_window_continues_from_wall_clock_after_restart(tmp_path: Path) -> None:
     clock = Clock()
-    service = _service(tmp_path, clock)
-    service.monitors["m"].ingest(traffic(500, np.random.default_rng(0))[0])
-    assert service.checkpoint()
+    _checkpointed(tmp_path, clock)
     clock.t += 2 * 3600  # the process was down longer than the window
     restarted = _service(tmp_path, clock)
     assert restarted.monitors["m"].snapshot().window_samples == 0
@@ -81,9 +88,7 @@ def test_window_continues_from_wall_clock_after_restart(tmp_path: Path) -> None:
 def test_corrupt_checkpoint_is_moved_aside_and_the_service_starts_clean(tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    service = _service(tmp_path, clock)
-    service.monitors["m"].ingest(traffic(500, np.random.default_rng(0))[0])
-    assert service.checkpoint()
+    _checkpointed(tmp_path, clock)
     path = tmp_path / FILE_NAME
     data = bytearray(path.read_bytes())
     path.write_bytes(bytes(data[: len(data) // 2]))
@@ -97,9 +102,7 @@ def test_corrupt_checkpoint_is_moved_aside_and_the_service_starts_clean(tmp_path
 def test_incompatible_checkpoint_after_a_baseline_change_is_moved_aside(tmp_path: Path,
                                                                         caplog: pytest.LogCaptureFixture) -> None:
     clock = Clock()
-    service = _service(tmp_path, clock)
-    service.monitors["m"].ingest(traffic(500, np.random.default_rng(0))[0])
-    assert service.checkpoint()
+    service = _checkpointed(tmp_path, clock)
     old = service.monitors["m"].baseline
     changed = replace(old, features={k: v for k, v in old.features.items() if k != "g"})
     restarted = _service(tmp_path, clock, baseline=changed)
