@@ -8,6 +8,8 @@ that the metrics collector reads without touching the ingest path.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 import time
@@ -615,7 +617,9 @@ class ModelMonitor:
 
     def fingerprint(self) -> dict[str, Any]:
         """What a checkpoint's arrays depend on: a checkpoint with another fingerprint cannot load."""
+        bins = json.dumps([p.to_json() for p in self.profiles], sort_keys=True, default=str).encode()
         return {"features": [[p.name, p.kind, p.n_bins] for p in self.profiles], "width": self._slots.width,
+                "bins_sha256": hashlib.sha256(bins).hexdigest(),
                 "n_buckets": self._window.n_buckets, "bucket_seconds": self._window.bucket_seconds,
                 "classes": list(self.outcomes.classes), "attributes": list(self.outcomes.attributes)}
 
