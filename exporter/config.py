@@ -227,8 +227,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class StateConfig:
+    """Where checkpoints go; without ``dir`` nothing is persisted and a restart starts clean."""
+
+    dir: Path | None = None
+    checkpoint_interval_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     defaults: WindowConfig = field(default_factory=WindowConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     models: tuple[ModelConfig, ...] = ()
@@ -580,7 +589,7 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
 def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | None = None) -> Config:
     """Validate a parsed YAML document; raise ``ConfigError`` listing every problem."""
     r = _Reader()
-    top = r.mapping(data, "", {"server", "defaults", "limits", "models"})
+    top = r.mapping(data, "", {"server", "state", "defaults", "limits", "models"})
     spath = "server"
     srv = r.mapping(top.get("server"), spath, {
         "listen", "max_body_bytes", "auth_token_env", "threads", "metrics_listen", "web_config_file",
@@ -606,6 +615,14 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
         auth_token_env=r.string(srv, "auth_token_env", spath),
         threads=r.number(srv, "threads", spath, ServerConfig.threads, integer=True, at_most=256),
     )
+    st = r.mapping(top.get("state"), "state", {"dir", "checkpoint_interval"})
+    state_dir = r.string(st, "dir", "state")
+    state = StateConfig(
+        dir=None if not state_dir else (base_dir or Path(".")) / state_dir,
+        checkpoint_interval_seconds=r.duration(st, "checkpoint_interval", "state",
+                                               StateConfig.checkpoint_interval_seconds))
+    if state.checkpoint_interval_seconds <= 0:
+        r.fail("state.checkpoint_interval", "must be > 0")
     defaults = _window(r, top.get("defaults"), "defaults", WindowConfig())
     limits = _limits(r, top.get("limits"), "limits")
     models: list[ModelConfig] = []
@@ -622,7 +639,7 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
         models.append(replace(model, limits=limits))
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(server=server, defaults=defaults, limits=limits, models=tuple(models), source=source)
+    return Config(server=server, state=state, defaults=defaults, limits=limits, models=tuple(models), source=source)
 
 
 def load_config(path: str | Path) -> Config:

@@ -55,6 +55,12 @@ METRICS: tuple[MetricSpec, ...] = (
        "Time mlmon took to render /metrics (collect and encode); an exposition counts in the next one.", "self",
        "Observed by `exporter/selfmon.py`, not the collector. The sidecar also exposes prometheus_client's "
        "`process_*`, `python_info` and `python_gc_*` families, which are not part of this contract."),
+    _m("mlmon_checkpoint_age_seconds", "gauge", "", "seconds", "Seconds since the last successful checkpoint.",
+       "build", "Present only when `state.dir` is set; counts from the start until the first checkpoint."),
+    _m("mlmon_checkpoint_duration_seconds", "gauge", "", "seconds", "Time the last checkpoint took to write.",
+       "build", "Present only when `state.dir` is set."),
+    _m("mlmon_checkpoint_failures", "counter", "", "", "Checkpoints that failed to write.", "build",
+       "Present only when `state.dir` is set; the reason is logged."),
     # ---- traffic
     _m("mlmon_predictions", "counter", "model version", "", "Prediction records ingested.", "traffic"),
     _m("mlmon_prediction_errors", "counter", "model version", "", "Records the model server marked as failed.",

@@ -19,6 +19,7 @@ from exporter import __version__
 from exporter.contract import METRICS, MetricSpec, spec
 from exporter.monitor import ModelMonitor, Snapshot
 from exporter.outcomes import LABEL_DELAY_BUCKETS
+from exporter.state import CheckpointStats
 
 _DATA_QUALITY_METRICS = {
     "missing": "mlmon_feature_missing",
@@ -222,10 +223,15 @@ def _slo(s: Snapshot, f: _Families) -> None:
 THEMES: tuple[Callable[[Snapshot, _Families], None], ...] = (_traffic, _features, _drift, _outcomes, _slo)
 
 
-def render(snapshots: Iterable[Snapshot], unattributed: dict[tuple[str, str], int]) -> list[Metric]:
+def render(snapshots: Iterable[Snapshot], unattributed: dict[tuple[str, str], int],
+           checkpoint: CheckpointStats | None = None) -> list[Metric]:
     """Snapshots → families, build info first. Pure: the same snapshots give the same families."""
     fams = _Families()
     fams.add("mlmon_build_info", [__version__], 1)
+    if checkpoint is not None:
+        fams.add("mlmon_checkpoint_age_seconds", [], checkpoint.age_seconds)
+        fams.add("mlmon_checkpoint_duration_seconds", [], checkpoint.duration_seconds)
+        fams.add("mlmon_checkpoint_failures", [], checkpoint.failures)
     for snap in snapshots:
         for theme in THEMES:
             theme(snap, fams)
@@ -239,8 +245,10 @@ class MlmonCollector(Collector):
 
     def __init__(self, monitors: Callable[[], Iterable[ModelMonitor]],
                  unattributed: Callable[[], dict[tuple[str, str], int]] = dict,
-                 on_scrape: Callable[[], None] | None = None) -> None:
+                 on_scrape: Callable[[], None] | None = None,
+                 checkpoint: Callable[[], CheckpointStats | None] = lambda: None) -> None:
         self._monitors = monitors
+        self._checkpoint = checkpoint
         self._unattributed = unattributed
         self._on_scrape = on_scrape
 
@@ -252,4 +260,4 @@ class MlmonCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         if self._on_scrape is not None:
             self._on_scrape()
-        yield from render([m.snapshot() for m in self._monitors()], self._unattributed())
+        yield from render([m.snapshot() for m in self._monitors()], self._unattributed(), self._checkpoint())

@@ -8,6 +8,8 @@ that the metrics collector reads without touching the ingest path.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import threading
 import time
@@ -659,6 +661,38 @@ class ModelMonitor:
     @property
     def evaluation(self) -> Evaluation | None:
         return self._evaluation
+
+    # ---- checkpoints --------------------------------------------------------------------
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What a checkpoint's arrays depend on: a checkpoint with another fingerprint cannot load."""
+        bins = json.dumps([p.to_json() for p in self.profiles], sort_keys=True, default=str).encode()
+        return {"features": [[p.name, p.kind, p.n_bins] for p in self.profiles], "width": self._slots.width,
+                "bins_sha256": hashlib.sha256(bins).hexdigest(),
+                "n_buckets": self._window.n_buckets, "bucket_seconds": self._window.bucket_seconds,
+                "classes": list(self.outcomes.classes), "attributes": list(self.outcomes.attributes)}
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Window, quality windows, pending predictions and version first-seen times; cumulative
+        counters restart from zero as Prometheus expects."""
+        with self._lock:
+            arrays = {f"window/{k}": v.copy() for k, v in self._window.state().items()}
+            versions = {v: [s.first_seen, s.last_seen] for v, s in self._versions.items()}
+        outcome_arrays, outcome_meta = self.outcomes.state()
+        arrays.update({f"outcomes/{k}": v for k, v in outcome_arrays.items()})
+        return arrays, {"versions": versions, "outcomes": outcome_meta}
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        """Load ``state()`` output, then evaluate at once so the last evaluation is back before serving."""
+        with self._lock:
+            self._window.restore({k: arrays[f"window/{k}"] for k in ("buckets", "total", "epoch")})
+            for v, (first, last) in meta["versions"].items():
+                self._versions[v] = VersionStats(first_seen=float(first), last_seen=float(last),
+                                                 latency_buckets=np.zeros(self._latency_bounds.size + 1,
+                                                                          dtype=np.int64))
+        self.outcomes.restore({k[len("outcomes/"):]: v for k, v in arrays.items() if k.startswith("outcomes/")},
+                              meta["outcomes"])
+        self.evaluate()
 
     # ---- reading ------------------------------------------------------------------------
 

@@ -43,6 +43,13 @@ class _Index:
         self._index = {n: i for i, n in enumerate(self.names)}
         self.frozen = bool(fixed)
 
+    def load(self, names: list[str]) -> None:
+        """Restore the names of a checkpoint, in their order (their indices key the windows)."""
+        if len(names) > self.cap or (self.frozen and list(names) != self.names):
+            raise ValueError("value index does not match the configuration")
+        self.names = [str(n) for n in names]
+        self._index = {n: i for i, n in enumerate(self.names)}
+
     @property
     def size(self) -> int:
         return self.cap + 1
@@ -165,6 +172,31 @@ class OutcomeTracker:
         self.counters = OutcomeCounters(slo={s.name: [0, 0] for s in self.correctness})
         self._lock = threading.Lock()
         self._evaluation: QualityEvaluation | None = None
+
+    def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Quality windows and pending predictions (arrays) and the value → index maps (JSON);
+        cumulative counters are left out: Prometheus expects them to restart from zero."""
+        with self._lock:
+            arrays = {f"{name}/{k}": v.copy() for name, ring in self._rings().items() for k, v in ring.state().items()}
+            arrays.update({f"store/{k}": v.copy() for k, v in self.store.state().items()})
+            meta = {"versions": list(self.versions.names),
+                    "groups": {a: list(ix.names) for a, ix in self.groups.items()}}
+        return arrays, meta
+
+    def restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        with self._lock:
+            for name, ring in self._rings().items():
+                ring.restore({k: arrays[f"{name}/{k}"] for k in ("buckets", "total", "epoch")})
+            self.store.restore({k[len("store/"):]: v for k, v in arrays.items() if k.startswith("store/")})
+            self.versions.load(meta["versions"])
+            for a, names in meta["groups"].items():
+                if a not in self.groups:
+                    raise ValueError(f"fairness attribute {a!r} is no longer configured")
+                self.groups[a].load(names)
+
+    def _rings(self) -> dict[str, BucketRing]:
+        return {"quality": self._quality, "estimate": self._estimate, "fairness": self._fairness,
+                "correct": self._correct}
 
     def _positive_class(self, configured: str | None) -> int | None:
         if self.regression or not self.classes:

@@ -186,6 +186,35 @@ class PendingStore:
         self.expired_ttl = 0
         self.evicted_capacity = 0
 
+    # ------------------------------------------------------------------ checkpoints
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that rebuild the store exactly: the slot ring, the id table and the taken ring.
+        Counters are left out: they are Prometheus counters and restart from zero."""
+        t = self._table
+        return {"slots": self._slots, "keys": t.keys, "vals": t.vals, "over": t.over, "taken": self._taken,
+                "scalars": np.array([self._head, self._span, self._live, self._taken_count, t.live],
+                                    dtype=np.int64),
+                "last_t": np.asarray(self._last_t, dtype=np.float64)}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        slots = state["slots"]
+        if slots.dtype != self._dtype or slots.size > self._max_size:
+            raise ValueError(f"pending store layout {slots.dtype} does not match {self._dtype}")
+        keys, vals, over = state["keys"], state["vals"], state["over"]
+        if vals.dtype != self._index or keys.ndim != 2 or keys.shape[1] != _B or keys.shape[0] > self._max_buckets:
+            raise ValueError("pending store id table does not match this store")
+        head, span, live, taken_count, table_live = (int(v) for v in state["scalars"])
+        table = HashTable(keys.shape[0], self._index)
+        table.keys[:] = keys
+        table.vals[:] = vals
+        table.over[:] = over
+        table.live = table_live
+        self._use(slots.copy())
+        self._table = table
+        self._taken = state["taken"].astype(self._index)
+        self._head, self._span, self._live, self._taken_count = head, span, live, taken_count
+        self._last_t = float(state["last_t"])
+
     # ------------------------------------------------------------------ introspection
     def __len__(self) -> int:
         return self._live

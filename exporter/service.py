@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry
 
+from exporter import state
 from exporter.batch import Batch
 from exporter.compat import baseline_problems
 from exporter.config import Config, ConfigError, ModelConfig
@@ -34,15 +35,20 @@ class Service:
                  clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.monitors: dict[str, ModelMonitor] = {}
+        self._baselines = {m.name: (baselines or {}).get(m.name) or self._load(m) for m in config.models}
         problems: list[str] = []
         for i, model in enumerate(config.models):
-            baseline = (baselines or {}).get(model.name) or self._load(model)
-            problems += baseline_problems(model, baseline, f"models[{i}]")
-            if not problems:
-                self.monitors[model.name] = ModelMonitor(model, baseline, clock)
+            problems += baseline_problems(model, self._baselines[model.name], f"models[{i}]")
         if problems:
             raise ConfigError(problems)
+        self.monitors: dict[str, ModelMonitor] = self._fresh_monitors()
+        self._state_dir = config.state.dir
+        self._checkpoint_lock = threading.Lock()
+        self._last_checkpoint = clock()
+        self._checkpoint_duration = 0.0
+        self._checkpoint_failures = 0
+        if self._state_dir is not None and state.restore(self._state_dir, self.monitors) == "aside":
+            self.monitors = self._fresh_monitors()  # nothing half-loaded survives a bad checkpoint
         self._unattributed: Counter[tuple[str, str]] = Counter()
         self.joiner = EventJoiner(feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
@@ -51,10 +57,15 @@ class Service:
         self._thread: threading.Thread | None = None
         self.draining = False
         """Set on SIGTERM: /readyz answers 503 while in-flight requests finish."""
+        self._checkpointer: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
-                                              self.unattributed_rejections, self.wake_if_stale))
+                                              self.unattributed_rejections, self.wake_if_stale,
+                                              self.checkpoint_stats))
         self.selfmon = SelfMonitor(self.registry)
+
+    def _fresh_monitors(self) -> dict[str, ModelMonitor]:
+        return {m.name: ModelMonitor(m, self._baselines[m.name], self.clock) for m in self.config.models}
 
     @staticmethod
     def _load(model: ModelConfig) -> Baseline:
@@ -121,16 +132,52 @@ class Service:
             self._wake.clear()
 
     def start(self) -> None:
+        self._stop.clear()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="mlmon-evaluator", daemon=True)
             self._thread.start()
+        if self._state_dir is not None and self._checkpointer is None:
+            self._checkpointer = threading.Thread(target=self._checkpoint_loop, name="mlmon-checkpointer",
+                                                  daemon=True)
+            self._checkpointer.start()
 
     def stop(self) -> None:
+        """Stop the timers and write a last checkpoint, so any clean stop keeps the state."""
         self._stop.set()
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+        for thread in (self._thread, self._checkpointer):
+            if thread is not None:
+                thread.join(timeout=5)
+        self._thread = self._checkpointer = None
+        self.checkpoint()
+
+    # ---- checkpoints -------------------------------------------------------------------
+
+    def checkpoint(self) -> bool:
+        """Write the state of every model now; False (logged and counted) when it failed or is off."""
+        if self._state_dir is None:
+            return False
+        with self._checkpoint_lock:
+            started = time.monotonic()
+            try:
+                state.write(self._state_dir, self.monitors, self.clock())
+            except Exception:  # a full disk must not stop monitoring; the failure is exported
+                self._checkpoint_failures += 1
+                log.exception("checkpoint to %s failed", self._state_dir)
+                return False
+            self._checkpoint_duration = time.monotonic() - started
+            self._last_checkpoint = self.clock()
+            return True
+
+    def checkpoint_stats(self) -> state.CheckpointStats | None:
+        if self._state_dir is None:
+            return None
+        return state.CheckpointStats(max(0.0, self.clock() - self._last_checkpoint), self._checkpoint_duration,
+                                     self._checkpoint_failures)
+
+    def _checkpoint_loop(self) -> None:
+        while not self._stop.wait(self.config.state.checkpoint_interval_seconds):
+            self.checkpoint()
 
     @property
     def running(self) -> bool:

@@ -73,3 +73,17 @@ class BucketRing:
         k = max(1, min(n_buckets, self.n_buckets))
         slots = [(self._epoch - i) % self.n_buckets for i in range(k)]
         return self._buckets[slots].sum(axis=0)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """Arrays that rebuild this ring exactly (checkpoints)."""
+        return {"buckets": self._buckets, "total": self._total, "epoch": np.asarray(self._epoch, dtype=np.int64)}
+
+    def restore(self, state: dict[str, np.ndarray]) -> None:
+        """Load ``state()`` output; time then continues from the clock, so expired buckets expire."""
+        buckets, total = state["buckets"], state["total"]
+        mine = self._buckets
+        if buckets.shape != mine.shape or buckets.dtype != mine.dtype or total.shape != self._total.shape:
+            raise ValueError(f"window shape {buckets.shape} does not match {self._buckets.shape}")
+        self._buckets = buckets.copy()
+        self._total = total.copy()
+        self._epoch = int(state["epoch"])

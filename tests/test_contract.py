@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from helpers import read_samples
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.config import StateConfig
 from exporter.contract import BY_NAME, METRICS, series_names
 from exporter.demo import (
     AGE_BANDS,
@@ -41,9 +43,11 @@ _NAME = re.compile(r"(?<![:\w])(mlmon_[a-z0-9_]+)(?![:\w])")
 
 
 @pytest.fixture(scope="module")
-def exposition() -> str:
-    """The /metrics text after a demo-like workload on the demo model (in process, no HTTP)."""
-    service = Service(demo_config(0), {MODEL: demo_baseline()})
+def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The /metrics text after a demo-like workload on the demo model (in process, no HTTP), with
+    checkpoints on so their families are exposed too."""
+    config = replace(demo_config(0), state=StateConfig(dir=tmp_path_factory.mktemp("state")))
+    service = Service(config, {MODEL: demo_baseline()})
     monitor = service.monitor(MODEL)
     assert monitor is not None
     rng = np.random.default_rng(3)
@@ -103,7 +107,7 @@ def test_catalogue_is_well_formed():
     for m in METRICS:
         assert m.name.startswith("mlmon_") and not m.name.endswith("_total"), m.name
         assert m.help.endswith("."), m.name
-        assert m.labels or m.theme == "self", f"{m.name}: only self-monitoring metrics go without labels"
+        assert m.labels or m.theme in ("self", "build"), f"{m.name}: only process-wide families may have no labels"
         if m.unit in ("seconds", "timestamp"):
             assert m.name.endswith("_seconds"), m.name
         if m.unit == "ratio" and m.name.endswith(("_seconds", "_total")):
