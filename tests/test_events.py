@@ -8,12 +8,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from test_formats import curl_events, fixture
+from test_formats import curl_events, fixture, iso_seconds, payload_root  # noqa: F401
 
 from exporter.batch import Batch, PayloadError
 from exporter.batch import prediction_problem as check_prediction
 from exporter.events import EventJoiner
 from exporter.formats import InferenceEvent, decode_event
+
+pytestmark = pytest.mark.usefixtures("payload_root")
 
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 _EVENT_MARKER = "☁️  cloudevents.Event".encode()
@@ -68,8 +70,9 @@ def test_request_then_response():
     assert (batch.model, batch.version, batch.size) == ("sklearn-iris", "unknown", 2)
     assert batch.features["sepal_length"] == [6.8, 6.0] and batch.features["petal_width"] == [1.4, 1.6]
     assert batch.predictions == [1, 1]
-    assert batch.ids == ["0009174a-24a8-4603-b098-09c8799950e9:0", "0009174a-24a8-4603-b098-09c8799950e9:1"]
-    assert batch.latency_seconds == pytest.approx([0.001783202] * 2, abs=1e-6)   # ce-time difference
+    assert batch.ids == [f"{req.id}:0", f"{req.id}:1"]
+    latency = iso_seconds(resp.attributes["time"]) - iso_seconds(req.attributes["time"])
+    assert batch.latency_seconds == pytest.approx([latency] * 2, abs=1e-6)   # ce-time difference
     assert not batch.error.any()
     assert joiner.pending == 0
     assert joiner.stats()["sklearn-iris"]["joined"] == 1
@@ -89,11 +92,12 @@ def test_seldon_pair_joins_on_requestid_single_row():
     joiner = EventJoiner()
     joiner.add(req)
     (batch,) = joiner.add(resp)
-    assert batch.model == "model-logs" and batch.size == 1
-    assert batch.ids == ["33fb419e-8d6b-44e0-a084-8bd4bd4dbf7b"]          # single record: bare id
+    assert batch.model == req.attributes["inferenceservicename"] and batch.size == 1
+    assert batch.ids == [req.attributes["requestid"]]                      # single record: bare id
     assert batch.features == {"f0": [1], "f1": [2], "f2": [5]}
     assert batch.predictions == [0.43782349911420193]
-    assert batch.latency_seconds[0] == pytest.approx(0.00867359, abs=1e-6)
+    latency = iso_seconds(resp.attributes["time"]) - iso_seconds(req.attributes["time"])
+    assert latency > 0 and batch.latency_seconds[0] == pytest.approx(latency, abs=1e-6)
 
 
 def test_n_rows_give_n_records():
@@ -104,9 +108,10 @@ def test_n_rows_give_n_records():
     income = joiner.add(events[4]) + joiner.add(events[5])
     assert [b.size for b in tensor + ndarray + income] == [2, 2, 1]
     assert tensor[0].features == {"a": [1, 3], "b": [2, 4]} and tensor[0].predictions == [5, 6]
-    assert tensor[0].ids == ["1a:0", "1a:1"]
+    assert tensor[0].ids == [f"{events[0].id}:0", f"{events[0].id}:1"]
     assert ndarray[0].predictions == [7, 8]
-    assert income[0].predictions == [{"t:0": 0.8538818809164035, "t:1": 0.14611811908359656}]
+    t0, t1 = events[5].body["data"]["ndarray"][0]
+    assert income[0].predictions == [{"t:0": t0, "t:1": t1}]
     assert np.isnan(tensor[0].latency_seconds).all()                       # no ce-time sent
 
 
@@ -118,7 +123,7 @@ def test_missing_response_emits_features_after_ttl():
     (batch,) = joiner.flush(now=110.0)
     assert batch.model == "iris" and batch.size == 2 and batch.predictions is None
     assert batch.features["Sepal length"] == [6.8, 6.1]
-    assert batch.ids == ["2z7:0", "2z7:1"]
+    assert batch.ids == [f"{iris.id}:0", f"{iris.id}:1"]
     assert joiner.stats()["iris"]["unanswered"] == 1 and joiner.pending == 0
 
 
