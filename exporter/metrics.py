@@ -7,7 +7,7 @@ statistics. Metric names are the contract with the dashboards and rules (docs/me
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -103,15 +103,34 @@ def _render_outcomes(monitor: ModelMonitor, f: _Families) -> None:
                         ["model", "attribute", "metric"], [m, attribute, metric], value)
 
 
+def _render_events(stats: Mapping[str, Any], f: _Families) -> None:
+    """Payload-logger event joining (exporter/events.py): every outcome per model, and the buffer.
+
+    ``stats`` is ``{"outcomes": {model: {outcome: count}}, "pending": n, "pending_bytes": n}``.
+    """
+    for model, outcomes in sorted(stats["outcomes"].items()):
+        for outcome, count in outcomes.items():
+            f.counter("mlmon_events", "Logged inference events (CloudEvents) by joiner outcome: paired, unanswered, "
+                      "orphan_response, duplicate, ignored_component, unknown_model, row_mismatch, error_response, "
+                      "invalid_prediction (records), evicted_request, evicted_response.",
+                      ["model", "outcome"], [model, outcome], count)
+    f.gauge("mlmon_events_pending", "Request or response events waiting for their other half.", [], [],
+            stats["pending"])
+    f.gauge("mlmon_events_pending_bytes", "Estimated memory held by events waiting for their other half.", [], [],
+            stats["pending_bytes"])
+
+
 class MlmonCollector(Collector):
     """Collects every monitor returned by ``monitors()`` at scrape time."""
 
     def __init__(self, monitors: Callable[[], Iterable[ModelMonitor]],
                  unattributed: Callable[[], dict[tuple[str, str], int]] = dict,
-                 on_scrape: Callable[[], None] | None = None) -> None:
+                 on_scrape: Callable[[], None] | None = None, *,
+                 events: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self._monitors = monitors
         self._unattributed = unattributed
         self._on_scrape = on_scrape
+        self._events = events
 
     def describe(self) -> list[Metric]:
         return []  # unchecked collector: families depend on the configured models
@@ -128,6 +147,8 @@ class MlmonCollector(Collector):
         for (model, reason), count in sorted(self._unattributed().items()):
             fams.counter("mlmon_ingest_rejected", "Records mlmon refused, by reason.", ["model", "reason"],
                          [model, reason], count)
+        if self._events is not None:
+            _render_events(self._events(), fams)
         yield from fams.all()
 
 

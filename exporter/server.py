@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.batch import PayloadError
 from exporter.formats import decode_event
+from exporter.formats._common import decompress_body
 from exporter.formats.native import parse_predictions
 from exporter.service import Service
 
@@ -54,7 +55,8 @@ def create_app(service: Service, token: str | None = None) -> Flask:
 
     def _body() -> Any:
         try:
-            raw = request.get_data(cache=False)
+            raw = decompress_body(request.get_data(cache=False), request.headers.get("Content-Encoding"),
+                                  service.config.server.max_body_bytes)
         except RequestEntityTooLarge:
             raise
         if not raw:
@@ -137,12 +139,13 @@ def create_app(service: Service, token: str | None = None) -> Flask:
     @app.post("/v1/events")
     def events() -> Response:
         try:
-            event = decode_event(dict(request.headers), request.get_data(cache=False))
-            batches = service.joiner.add(event)
+            raw = decompress_body(request.get_data(cache=False), request.headers.get("Content-Encoding"),
+                                  service.config.server.max_body_bytes)
+            result = service.handle_event(decode_event(dict(request.headers), raw))
         except PayloadError as exc:
             service.count_unattributed("invalid_event")
             return _error(400, str(exc), field=exc.field)
-        return _json({"ingested": service.ingest_batches(batches), "pending": service.joiner.pending}, 202)
+        return _json(result, 202)
 
     @app.get("/metrics")
     def metrics() -> Response:

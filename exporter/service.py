@@ -11,13 +11,16 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from exporter.baseline import Baseline, load_baseline
-from exporter.batch import Batch
+from exporter.batch import Batch, PayloadError
 from exporter.config import Config, ModelConfig
-from exporter.events import EventJoiner
+from exporter.events import UNKNOWN_MODEL, EventJoiner
+from exporter.formats import InferenceEvent
+from exporter.formats.kserve_v1 import seldon_feedback
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
 
@@ -37,14 +40,16 @@ class Service:
             baseline = (baselines or {}).get(model.name) or self._load(model)
             self.monitors[model.name] = ModelMonitor(model, baseline, clock)
         self._unattributed: Counter[tuple[str, str]] = Counter()
-        self.joiner = EventJoiner(feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
+        self.joiner = EventJoiner(config.events, known_models=[m.name for m in config.models],
+                                  feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
-                                              self.unattributed_rejections, self.wake_if_stale))
+                                              self.unattributed_rejections, self.wake_if_stale,
+                                              events=self.event_stats))
 
     @staticmethod
     def _load(model: ModelConfig) -> Baseline:
@@ -65,6 +70,29 @@ class Service:
                 continue
             ingested += monitor.ingest(batch).accepted
         return ingested
+
+    def handle_event(self, event: InferenceEvent) -> dict[str, Any]:
+        """One decoded CloudEvent: inference halves go to the joiner, Seldon feedback to the labels.
+
+        Raises :class:`PayloadError` for an event that cannot be used; nothing is kept then.
+        """
+        if event.kind != "feedback":
+            return {"ingested": self.ingest_batches(self.joiner.add(event)), "pending": self.joiner.pending}
+        model = self.joiner.model_of(event)
+        monitor = self.monitors.get(model) if model else None
+        if monitor is None:
+            raise PayloadError("ce-inferenceservicename", f"feedback for an unconfigured model {event.model!r}")
+        puid, labels = seldon_feedback(event.body)
+        base = puid or event.id
+        ids = [base] if len(labels) == 1 else [f"{base}:{i}" for i in range(len(labels))]
+        result = monitor.ingest_labels(ids, [self.joiner.rename_class(monitor.name, v) for v in labels])
+        return {"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
+                "rejected": result.rejected}
+
+    def event_stats(self) -> dict[str, Any]:
+        """Joiner outcomes per model and what it buffers, for /metrics."""
+        return {"outcomes": self.joiner.stats(), "pending": self.joiner.pending,
+                "pending_bytes": self.joiner.pending_bytes, "unknown_model_label": UNKNOWN_MODEL}
 
     def count_unattributed(self, reason: str, count: int = 1) -> None:
         with self._lock:

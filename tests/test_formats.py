@@ -529,7 +529,6 @@ def test_torchserve_png_event():
 @pytest.mark.parametrize(("change", "field", "needle"), [
     ({"Ce-Type": "foo"}, "ce-type", "unsupported event type 'foo'"),
     ({"Ce-Type": None}, "ce-type", "required"),
-    ({"Ce-Type": "io.seldon.serving.feedback"}, "ce-type", "/v1/labels"),
     ({"Ce-Specversion": "2.0"}, "ce-specversion", "2.0"),
     ({"Ce-Id": None}, "ce-id", "required"),
     ({"Content-Type": "application/cloudevents-batch+json"}, "content-type", "batched"),
@@ -544,6 +543,52 @@ def test_cloudevent_header_errors(change: dict[str, str | None], field: str, nee
             headers[k] = v
     err = oip_error(formats.decode_event, headers, body)
     assert err.field == field and needle in err.reason
+
+
+def test_seldon_feedback_event_is_decoded_as_feedback():
+    headers = {"Ce-Type": "io.seldon.serving.feedback", "Ce-Requestid": "p1", "Ce-Inferenceservicename": "m"}
+    body = {"response": {"meta": {"puid": "p1"}}, "truth": {"data": {"ndarray": [["yes"], ["no"]]}}}
+    event = formats.decode_event(headers, json.dumps(body).encode())
+    assert (event.kind, event.id, event.server) == ("feedback", "p1", "seldon")
+    assert kserve_v1.seldon_feedback(event.body) == ("p1", ["yes", "no"])
+    assert oip_error(formats.rows_from_event, event).field == "ce-type"
+    err = oip_error(kserve_v1.seldon_feedback, {"truth": {"data": {"ndarray": [[0.2, 0.8]]}}})
+    assert err.field == "truth.data.ndarray[0]"
+
+
+def test_seldon_json_and_str_data():
+    assert kserve_v1.parse_request({"jsonData": {"a": [1, 2], "b": ["x", "y"]}}) == (2, {"a": [1, 2], "b": ["x", "y"]})
+    assert kserve_v1.parse_request({"jsonData": [{"a": 1}, {"b": 2}]}) == (2, {"a": [1, None], "b": [None, 2]})
+    assert kserve_v1.parse_request({"jsonData": {"a": 1, "b": "x"}}) == (1, {"a": [1], "b": ["x"]})
+    assert kserve_v1.parse_request({"strData": '{"a": [3, 4]}'}) == (2, {"a": [3, 4]})
+    assert kserve_v1.parse_response({"jsonData": {"label": ["no", "yes"]}}) == ["no", "yes"]
+    assert "free text" in oip_error(kserve_v1.parse_request, {"strData": "the quick fox"}).reason
+    assert "holds no table" in oip_error(kserve_v1.parse_request, {"jsonData": "x"}).reason
+    assert oip_error(kserve_v1.parse_request, {"jsonData": {"a": [1], "b": [1, 2]}}).field == "jsonData.b"
+    assert oip_error(kserve_v1.parse_request, {"binData": "AAEC"}).field == "binData"
+
+
+def test_label_score_outputs():
+    body = {"predictions": [{"label": "POSITIVE", "score": 0.98},
+                            [{"label": "a", "score": 0.3}, {"label": "b", "score": 0.7}]]}
+    assert kserve_v1.parse_response(body) == [{"POSITIVE": 0.98}, {"a": 0.3, "b": 0.7}]
+    assert kserve_v1.parse_response({"jsonData": [{"label": "x", "score": 0.5}]}) == [{"x": 0.5}]
+    assert kserve_v1.parse_response({"predictions": [{"label": "x", "score": 0.5, "extra": 1}]}) == [
+        {"label": "x", "score": 0.5, "extra": 1}]                 # not the {label, score} shape: unchanged
+
+
+def test_gzip_bodies():
+    import gzip
+
+    from exporter.formats._common import decompress_body
+
+    raw = b'{"instances": [[1, 2]]}'
+    assert decompress_body(gzip.compress(raw), "gzip", 1000) == raw
+    assert decompress_body(gzip.compress(raw), None, 1000) == raw              # magic bytes
+    assert decompress_body(raw, None, 1000) == raw
+    assert "more than 100 bytes" in oip_error(decompress_body, gzip.compress(b" " * 5000), "gzip", 100).reason
+    assert oip_error(decompress_body, raw, "br", 1000).field == "content-encoding"
+    assert oip_error(decompress_body, b"\x1f\x8b\x08garbage", None, 1000).field == "body"
 
 
 def test_structured_mode_variants():
