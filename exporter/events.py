@@ -139,7 +139,7 @@ class EventJoiner:
             self._expire(now, out)
             if (key, event.kind) in self._done:
                 self._count(model, "duplicate")
-                return _coalesce(out)
+                return coalesce(out)
             other = self._pending.get(key)
             if other is not None and other.kind == event.kind:
                 self._count(model, "duplicate")
@@ -159,7 +159,7 @@ class EventJoiner:
                         self._emit(old, None, out)
                 self._pending[key] = half
                 self._bytes += half.nbytes
-        return _coalesce(out)
+        return coalesce(out)
 
     def flush(self, now: float | None = None) -> list[Batch]:
         """Emit requests whose TTL has passed (as unanswered) and drop expired responses."""
@@ -167,7 +167,7 @@ class EventJoiner:
         out: list[Batch] = []
         with self._lock:
             self._expire(now, out)
-        return _coalesce(out)
+        return coalesce(out)
 
     def drain(self) -> list[Batch]:
         """Let go of everything pending (at shutdown), as if every TTL had passed."""
@@ -354,7 +354,7 @@ def _attribute(event: InferenceEvent, key: str) -> str | None:
     return None
 
 
-def _coalesce(batches: Iterable[Batch]) -> list[Batch]:
+def coalesce(batches: Iterable[Batch]) -> list[Batch]:
     """Merge batches of the same model and version, so the monitor ingests fewer, larger batches.
 
     Records with and without predictions are never merged (a None prediction would count as a

@@ -112,6 +112,7 @@ def create_app(service: Service, token: str | None = None) -> Flask:
         except PayloadError as exc:
             service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
             return _error(400, str(exc), field=exc.field)
+        service.flush_events()  # predictions joined from events just before their labels
         monitor = service.monitor(model)
         if monitor is None:
             service.count_unattributed("unknown_model", len(items))

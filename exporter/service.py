@@ -18,13 +18,19 @@ from prometheus_client import CollectorRegistry
 from exporter.baseline import Baseline, load_baseline
 from exporter.batch import Batch, PayloadError
 from exporter.config import Config, ModelConfig
-from exporter.events import UNKNOWN_MODEL, EventJoiner
+from exporter.events import UNKNOWN_MODEL, EventJoiner, coalesce
 from exporter.formats import InferenceEvent
 from exporter.formats.kserve_v1 import seldon_feedback
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
 
 log = logging.getLogger("mlmon")
+
+EVENT_FLUSH_RECORDS = 512
+EVENT_FLUSH_SECONDS = 0.1
+"""Joined event records are handed to the monitors in micro-batches of this many records or after
+this long, whichever comes first (and before every scrape and label join): ingesting one record at
+a time costs ~15 times more per record than a batch of hundreds."""
 
 UNATTRIBUTED = "__unknown__"
 """Model label for rejections that cannot be tied to a configured model (bounds cardinality)."""
@@ -43,12 +49,16 @@ class Service:
         self.joiner = EventJoiner(config.events, known_models=[m.name for m in config.models],
                                   feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
+        self._event_lock = threading.Lock()
+        self._event_batches: list[Batch] = []
+        self._event_records = 0
+        self._event_since = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
-                                              self.unattributed_rejections, self.wake_if_stale,
+                                              self.unattributed_rejections, self._on_scrape,
                                               events=self.event_stats))
 
     @staticmethod
@@ -77,7 +87,8 @@ class Service:
         Raises :class:`PayloadError` for an event that cannot be used; nothing is kept then.
         """
         if event.kind != "feedback":
-            return {"ingested": self.ingest_batches(self.joiner.add(event)), "pending": self.joiner.pending}
+            return {"ingested": self._buffer_events(self.joiner.add(event)), "pending": self.joiner.pending}
+        self.flush_events()
         model = self.joiner.model_of(event)
         monitor = self.monitors.get(model) if model else None
         if monitor is None:
@@ -88,6 +99,32 @@ class Service:
         result = monitor.ingest_labels(ids, [self.joiner.rename_class(monitor.name, v) for v in labels])
         return {"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
                 "rejected": result.rejected}
+
+    def _buffer_events(self, batches: list[Batch]) -> int:
+        """Queue joined records for the next micro-batch; returns how many were queued."""
+        records = sum(b.size for b in batches)
+        if not batches:
+            return 0
+        now = time.monotonic()
+        with self._event_lock:
+            if not self._event_batches:
+                self._event_since = now
+            self._event_batches.extend(batches)
+            self._event_records += records
+            due = self._event_records >= EVENT_FLUSH_RECORDS or now - self._event_since >= EVENT_FLUSH_SECONDS
+        if due:
+            self.flush_events()
+        return records
+
+    def flush_events(self) -> int:
+        """Ingest the queued event records now; returns records ingested."""
+        with self._event_lock:
+            batches, self._event_batches, self._event_records = self._event_batches, [], 0
+        return self.ingest_batches(coalesce(batches)) if batches else 0
+
+    def _on_scrape(self) -> None:
+        self.flush_events()
+        self.wake_if_stale()
 
     def event_stats(self) -> dict[str, Any]:
         """Joiner outcomes per model and what it buffers, for /metrics."""
@@ -131,10 +168,11 @@ class Service:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.ingest_batches(self.joiner.flush())  # requests whose response never came
+                self._buffer_events(self.joiner.flush())  # requests whose response never came
+                self.flush_events()
             except Exception:
-                log.exception("flushing unanswered inference events failed")
-            wait = min(self.evaluate_due(), self.joiner.ttl / 4)
+                log.exception("flushing inference events failed")
+            wait = min(self.evaluate_due(), self.joiner.ttl / 4, EVENT_FLUSH_SECONDS)
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -149,6 +187,7 @@ class Service:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        self.flush_events()
 
     @property
     def running(self) -> bool:

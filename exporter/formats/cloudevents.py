@@ -168,7 +168,7 @@ def _build(attrs: dict[str, str], body: Any, received_at: float, prefix: str) ->
 def decode_binary(headers: Mapping[str, str], body: bytes, received_at: float | None = None) -> InferenceEvent:
     """Binary mode: attributes from ``ce-*`` headers (percent-decoded, per the HTTP binding)."""
     h = _lower(headers)
-    attrs = {k[3:]: unquote(v) for k, v in h.items() if k.startswith("ce-") and len(k) > 3}
+    attrs = {k[3:]: unquote(v) if "%" in v else v for k, v in h.items() if k.startswith("ce-") and len(k) > 3}
     if "type" not in attrs:
         raise PayloadError("ce-type", "header is required: expected a CloudEvent in binary mode (ce-* headers) "
                                       f"or structured mode (Content-Type: {STRUCTURED})")
