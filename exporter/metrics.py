@@ -118,6 +118,15 @@ def _render_events(stats: Mapping[str, Any], f: _Families) -> None:
             stats["pending"])
     f.gauge("mlmon_events_pending_bytes", "Estimated memory held by events waiting for their other half.", [], [],
             stats["pending_bytes"])
+    _render_client_loss(stats.get("client_loss", {}), f)
+
+
+def _render_client_loss(loss: Mapping[tuple[str, str], int], f: _Families) -> None:
+    """Records Python clients (exporter/client.py) could not deliver, as they reported them."""
+    for (model, reason), count in sorted(loss.items()):
+        f.counter("mlmon_client_records_lost", "Records a client lost before they reached mlmon: dropped (queue "
+                  "full or unsent at close), failed (post failed), unserialisable.", ["model", "reason"],
+                  [model, reason], count)
 
 
 class MlmonCollector(Collector):

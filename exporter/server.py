@@ -148,6 +148,27 @@ def create_app(service: Service, token: str | None = None) -> Flask:
             return _error(400, str(exc), field=exc.field)
         return _json(result, 202)
 
+    @app.post("/v1/client-stats")
+    def client_stats() -> Response:
+        try:
+            data = _body()
+            if not isinstance(data, dict):
+                raise PayloadError("$", "must be a JSON object")
+            model, client = data.get("model"), data.get("client_id")
+            if not isinstance(model, str) or model not in service.monitors:
+                raise PayloadError("model", f"unknown model {model!r}")
+            if not isinstance(client, str) or not 0 < len(client) <= 64:
+                raise PayloadError("client_id", "must be a string of 1 to 64 characters")
+            counts = {r: data.get(r, 0) for r in ("dropped", "failed", "unserialisable")}
+            for reason, value in counts.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise PayloadError(reason, "must be a non-negative integer")
+        except PayloadError as exc:
+            service.count_unattributed("invalid_payload")
+            return _error(400, str(exc), field=exc.field)
+        service.record_client_loss(model, client, counts)
+        return _json({"status": "ok"})
+
     @app.get("/metrics")
     def metrics() -> Response:
         return Response(generate_latest(service.registry), mimetype=None,

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from exporter.baseline import Baseline, load_baseline
 from exporter.batch import Batch, PayloadError
 from exporter.config import Config, ModelConfig
-from exporter.events import UNKNOWN_MODEL, EventJoiner, coalesce
+from exporter.events import EventJoiner, coalesce
 from exporter.formats import InferenceEvent
 from exporter.formats.kserve_v1 import seldon_feedback
 from exporter.metrics import MlmonCollector
@@ -31,6 +31,9 @@ EVENT_FLUSH_SECONDS = 0.1
 """Joined event records are handed to the monitors in micro-batches of this many records or after
 this long, whichever comes first (and before every scrape and label join): ingesting one record at
 a time costs ~15 times more per record than a batch of hundreds."""
+
+MAX_CLIENTS = 10_000
+"""Client ids whose last loss report is remembered (each report is cumulative)."""
 
 UNATTRIBUTED = "__unknown__"
 """Model label for rejections that cannot be tied to a configured model (bounds cardinality)."""
@@ -46,6 +49,8 @@ class Service:
             baseline = (baselines or {}).get(model.name) or self._load(model)
             self.monitors[model.name] = ModelMonitor(model, baseline, clock)
         self._unattributed: Counter[tuple[str, str]] = Counter()
+        self._client_loss: Counter[tuple[str, str]] = Counter()
+        self._clients: dict[tuple[str, str], dict[str, int]] = {}
         self.joiner = EventJoiner(config.events, known_models=[m.name for m in config.models],
                                   feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
@@ -126,10 +131,28 @@ class Service:
         self.flush_events()
         self.wake_if_stale()
 
+    def record_client_loss(self, model: str, client_id: str, counts: dict[str, int]) -> None:
+        """A client's cumulative loss counts; the increase since its last report is added.
+
+        At most ``MAX_CLIENTS`` clients are tracked; the oldest one's counts are folded into a
+        per-model total, so the exported counters never go down.
+        """
+        with self._lock:
+            last = self._clients.pop((model, client_id), None) or {}
+            for reason, value in counts.items():
+                self._client_loss[(model, reason)] += max(0, value - last.get(reason, 0))
+            self._clients[(model, client_id)] = {r: max(v, last.get(r, 0)) for r, v in counts.items()}
+            while len(self._clients) > MAX_CLIENTS:
+                del self._clients[next(iter(self._clients))]
+
+    def client_loss(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._client_loss)
+
     def event_stats(self) -> dict[str, Any]:
         """Joiner outcomes per model and what it buffers, for /metrics."""
         return {"outcomes": self.joiner.stats(), "pending": self.joiner.pending,
-                "pending_bytes": self.joiner.pending_bytes, "unknown_model_label": UNKNOWN_MODEL}
+                "pending_bytes": self.joiner.pending_bytes, "client_loss": self.client_loss()}
 
     def count_unattributed(self, reason: str, count: int = 1) -> None:
         with self._lock:
