@@ -119,6 +119,19 @@ def _render_events(stats: Mapping[str, Any], f: _Families) -> None:
     f.gauge("mlmon_events_pending_bytes", "Estimated memory held by events waiting for their other half.", [], [],
             stats["pending_bytes"])
     _render_client_loss(stats.get("client_loss", {}), f)
+    if stats.get("proxy"):
+        _render_proxy(stats["proxy"], f)
+
+
+def _render_proxy(proxy: Mapping[str, Any], f: _Families) -> None:
+    """``mlmon proxy``: requests forwarded by outcome, and exchanges the monitor could not use."""
+    for (model, outcome), count in sorted(proxy["requests"].items()):
+        f.counter("mlmon_proxy_requests", "Requests forwarded to the upstream, by outcome: 2xx..5xx (the upstream's "
+                  "status), timeout (answered 504), unreachable (answered 502).", ["model", "outcome"],
+                  [model, outcome], count)
+    for reason, count in sorted(proxy["monitor"].items()):
+        f.counter("mlmon_proxy_unmonitored", "Forwarded exchanges not monitored: queue_full, monitor_error, "
+                  "not_an_inference, unreadable_response, unknown_model.", ["reason"], [reason], count)
 
 
 def _render_client_loss(loss: Mapping[tuple[str, str], int], f: _Families) -> None:

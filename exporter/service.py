@@ -50,6 +50,8 @@ class Service:
             self.monitors[model.name] = ModelMonitor(model, baseline, clock)
         self._unattributed: Counter[tuple[str, str]] = Counter()
         self._client_loss: Counter[tuple[str, str]] = Counter()
+        self.proxy_stats: Callable[[], dict[str, Any]] | None = None
+        """Set by ``mlmon proxy``: its request and monitoring counters, for /metrics."""
         self._clients: dict[tuple[str, str], dict[str, int]] = {}
         self.joiner = EventJoiner(config.events, known_models=[m.name for m in config.models],
                                   feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
@@ -152,7 +154,8 @@ class Service:
     def event_stats(self) -> dict[str, Any]:
         """Joiner outcomes per model and what it buffers, for /metrics."""
         return {"outcomes": self.joiner.stats(), "pending": self.joiner.pending,
-                "pending_bytes": self.joiner.pending_bytes, "client_loss": self.client_loss()}
+                "pending_bytes": self.joiner.pending_bytes, "client_loss": self.client_loss(),
+                "proxy": self.proxy_stats() if self.proxy_stats else None}
 
     def count_unattributed(self, reason: str, count: int = 1) -> None:
         with self._lock:
