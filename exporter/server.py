@@ -92,12 +92,16 @@ def create_app(service: Service, token: str | None = None) -> Flask:
         return _json({"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
                       "data_quality": result.problems}, status)
 
+    def _object() -> dict[str, Any]:
+        data = _body()
+        if not isinstance(data, dict):
+            raise PayloadError("$", "must be a JSON object")
+        return data
+
     @app.post("/v1/labels")
     def labels() -> Response:
         try:
-            data = _body()
-            if not isinstance(data, dict):
-                raise PayloadError("$", "must be a JSON object")
+            data = _object()
             model = data.get("model")
             if not isinstance(model, str) or not model:
                 raise PayloadError("model", "is required")
@@ -151,9 +155,7 @@ def create_app(service: Service, token: str | None = None) -> Flask:
     @app.post("/v1/client-stats")
     def client_stats() -> Response:
         try:
-            data = _body()
-            if not isinstance(data, dict):
-                raise PayloadError("$", "must be a JSON object")
+            data = _object()
             model, client = data.get("model"), data.get("client_id")
             if not isinstance(model, str) or model not in service.monitors:
                 raise PayloadError("model", f"unknown model {model!r}")

@@ -318,3 +318,43 @@ def test_events_config_from_yaml_shape():
     assert ev.ttl_seconds == 120 and ev.unanswered == "features_only" and ev.components == ("predictor", "transformer")
     assert ev.routes[0].version == "v2" and ev.outputs == {"shop": "label"}
     assert ev.classes["shop"]["t:1"] == "yes" and ev.classes["shop"]["0"] == "no"
+
+
+def test_new_families_pass_promtool_check_metrics(small_baseline: Any):
+    import subprocess
+
+    from conftest import require_tool
+
+    from exporter.proxy import ProxyStats
+
+    promtool = require_tool("promtool")
+    sidecar = Sidecar(small_baseline)
+    v1_pair(sidecar, "p", [row(1)], ["yes"])
+    sidecar.send("request", {"instances": [row(1)]}, id="q", inferenceservicename="nope")
+    r = sidecar.client.post("/v1/client-stats", json={"model": "shop", "client_id": "c1", "dropped": 3})
+    assert r.status_code == 200
+    proxy = ProxyStats()
+    proxy.request("shop", "5xx")
+    proxy.monitor_event("queue_full")
+    sidecar.service.proxy_stats = proxy.snapshot
+    text = sidecar.client.get("/metrics").get_data(as_text=True)
+    for family in ("mlmon_events_total", "mlmon_events_pending", "mlmon_client_records_lost_total",
+                   "mlmon_proxy_requests_total", "mlmon_proxy_unmonitored_total"):
+        assert f"\n{family}" in text, family
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_client_stats_reports_are_cumulative_and_validated(sidecar: Sidecar):
+    def post(path: str, json: Any) -> Any:
+        return sidecar.client.post(path, json=json)
+
+    for report in ({"client_id": "a", "dropped": 5, "failed": 2}, {"client_id": "a", "dropped": 7, "failed": 2},
+                   {"client_id": "b", "dropped": 1}):
+        assert post("/v1/client-stats", json={"model": "shop", **report}).status_code == 200
+    assert sidecar.value("mlmon_client_records_lost_total", model="shop", reason="dropped") == 8
+    assert sidecar.value("mlmon_client_records_lost_total", model="shop", reason="failed") == 2
+    for body, field in (({"model": "nope", "client_id": "a"}, "model"), ({"model": "shop"}, "client_id"),
+                        ({"model": "shop", "client_id": "a", "dropped": -1}, "dropped"), ([1], "$")):
+        r = post("/v1/client-stats", json=body)
+        assert r.status_code == 400 and r.json["field"] == field
