@@ -358,3 +358,20 @@ def test_client_stats_reports_are_cumulative_and_validated(sidecar: Sidecar):
                         ({"model": "shop", "client_id": "a", "dropped": -1}, "dropped"), ([1], "$")):
         r = post("/v1/client-stats", json=body)
         assert r.status_code == 400 and r.json["field"] == field
+
+
+def test_joined_records_reach_the_monitor_without_a_scrape(small_baseline: Any):
+    """Micro-batching: the evaluator thread ingests queued event records within ~100 ms."""
+    import time
+
+    sidecar = Sidecar(small_baseline)
+    sidecar.service.start()
+    try:
+        v1_pair(sidecar, "m", [row(1), row(2)], ["yes", "no"])
+        deadline = time.monotonic() + 5
+        monitor = sidecar.service.monitors["shop"]
+        while monitor.snapshot().versions.get("unknown") is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert monitor.snapshot().versions["unknown"].predictions == 2
+    finally:
+        sidecar.service.stop()
