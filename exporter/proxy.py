@@ -30,6 +30,7 @@ import numpy as np
 
 from exporter.batch import Batch, PayloadError
 from exporter.formats import parse_request, parse_response
+from exporter.formats._common import load_json
 from exporter.formats.native import parse_predictions
 from exporter.formats.oip import model_info
 from exporter.service import Service
@@ -113,7 +114,7 @@ class ProxyMonitor:
     def batch(self, ex: Exchange) -> Batch | None:
         path = ex.path.split("?", 1)[0]
         if path.rstrip("/").endswith("/v1/predictions"):
-            return parse_predictions(ex.request)  # mlmon's native form carries model and version itself
+            return parse_predictions(load_json(ex.request))  # the native form names model and version itself
         model, version = self.model_for(ex.path)
         if model is None:
             self.stats.monitor_event("unknown_model")
@@ -162,8 +163,6 @@ class ProxyMonitor:
 
 
 def _json_or_none(body: bytes) -> Any:
-    from exporter.formats._common import load_json
-
     try:
         return load_json(body)
     except PayloadError:

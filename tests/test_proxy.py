@@ -52,6 +52,8 @@ class Upstream(BaseHTTPRequestHandler):
             out = {"model_name": "shop", "model_version": "v2", "outputs": [
                 {"name": "label", "shape": [n], "datatype": "BYTES", "data": ["no"] * n}]}
             self._send(200, json.dumps(out).encode())
+        elif self.path == "/v1/predictions":                     # a server speaking mlmon's native form
+            self._send(200, json.dumps({"accepted": len(body["records"])}).encode())
         elif self.path == "/v1/models/broken:predict":
             self._send(500, b'{"error": "model crashed"}\n', (("X-Trace", "abc"), ("Set-Cookie", "a=1"),
                                                                 ("Set-Cookie", "b=2")))
@@ -158,6 +160,13 @@ def test_v1_and_v2_pass_through_unchanged_and_feed_the_monitor(rig: Rig):
     assert rig.metric("mlmon_prediction_class_total", model="shop", version="unknown", **{"class": "yes"}) == 1
     assert rig.metric("mlmon_prediction_latency_seconds_count", model="shop", version="v2") == 3
     assert rig.metric("mlmon_proxy_requests_total", model="shop", outcome="2xx") == 2
+
+
+def test_native_form_is_monitored(rig: Rig):
+    body = {"model": "shop", "version": "n1", "records": [{"features": row(i), "prediction": "yes"} for i in range(4)]}
+    proxied, _ = raw_exchange(rig.proxy, post("/v1/predictions", body))
+    assert proxied.startswith(b"HTTP/1.1 200 ") and proxied.endswith(b'{"accepted": 4}')
+    wait_for(lambda: rig.metric("mlmon_predictions_total", model="shop", version="n1") == 4)
 
 
 def test_upstream_500_passes_through_byte_for_byte_and_is_counted(rig: Rig):
