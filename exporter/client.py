@@ -21,15 +21,15 @@ from __future__ import annotations
 import atexit
 import collections
 import datetime as _dt
+import http.client
 import logging
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 import weakref
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -82,6 +82,10 @@ class MlmonClient:
                  flush_interval: float = 1.0, max_queue: int = 100_000, timeout: float = 2.0,
                  close_timeout: float = 5.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
+        self._target = urlsplit(self.url)
+        if self._target.scheme not in ("http", "https") or not self._target.hostname:
+            raise ValueError(f"url must be http(s)://host:port, not {url!r}")
+        self._conn: http.client.HTTPConnection | None = None
         self.model = model
         self.version = version
         self.batch_size = batch_size
@@ -181,18 +185,28 @@ class MlmonClient:
         return items
 
     def _post(self, path: str, body: bytes) -> bool:
+        """POST on one kept-alive connection (only the sender thread uses it); True when delivered."""
         timeout = min(self.timeout, max(0.05, self._deadline - time.monotonic()))
-        req = urllib.request.Request(f"{self.url}{path}", data=body, headers=self._headers)
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
-                resp.read()
-            return True
-        except urllib.error.HTTPError as exc:
-            if exc.code == 422:  # every record refused by the sidecar: its counters say why
-                return True
-            log.warning("mlmon sidecar answered %s on %s", exc.code, path)
-        except (OSError, ValueError) as exc:
+            if self._conn is None:
+                cls = http.client.HTTPSConnection if self._target.scheme == "https" else http.client.HTTPConnection
+                self._conn = cls(self._target.hostname or "127.0.0.1", self._target.port, timeout=timeout)
+            else:
+                self._conn.timeout = timeout
+                if self._conn.sock is not None:
+                    self._conn.sock.settimeout(timeout)
+            self._conn.request("POST", self._target.path.rstrip("/") + path, body=body, headers=self._headers)
+            resp = self._conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
             log.warning("mlmon sidecar unreachable on %s: %s", path, type(exc).__name__)
+            return False
+        if 200 <= resp.status < 300 or resp.status == 422:  # 422: every record refused; its counters say why
+            return True
+        log.warning("mlmon sidecar answered %s on %s", resp.status, path)
         return False
 
     def _send_once(self) -> bool:
