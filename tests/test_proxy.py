@@ -239,24 +239,22 @@ def test_unreachable_upstream_is_502_and_counted(small_baseline: Any):
 
 def test_mlmon_proxy_command_end_to_end(tmp_path: Any, small_baseline: Any):
     """``mlmon proxy`` as a user runs it: config file, baseline file, upstream, metrics on server.listen."""
-    import subprocess
     import sys
     import urllib.request
 
+    from stack import _Process, free_port
+
     small_baseline.save(tmp_path / "shop.baseline.json")
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        metrics_port, proxy_port = a.getsockname()[1], b.getsockname()[1]
+    metrics_port, proxy_port = free_port(), free_port()
     (tmp_path / "mlmon.yaml").write_text(
         f"server: {{listen: 127.0.0.1:{metrics_port}}}\n"
         "models:\n  - {name: shop, baseline: shop.baseline.json}\n")
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     upstream.daemon_threads = True
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    proc = subprocess.Popen([sys.executable, "-m", "exporter.cli", "proxy", "--upstream",
-                             f"http://127.0.0.1:{upstream.server_address[1]}", "--listen", f"127.0.0.1:{proxy_port}",
-                             "-c", str(tmp_path / "mlmon.yaml")], stderr=subprocess.PIPE, text=True)
+    proc = _Process([sys.executable, "-m", "exporter.cli", "proxy", "--upstream",
+                     f"http://127.0.0.1:{upstream.server_address[1]}", "--listen", f"127.0.0.1:{proxy_port}",
+                     "-c", str(tmp_path / "mlmon.yaml")], tmp_path / "proxy.log")
     try:
         def metrics() -> str:
             with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
@@ -276,10 +274,6 @@ def test_mlmon_proxy_command_end_to_end(tmp_path: Any, small_baseline: Any):
         wait_for(lambda: 'mlmon_predictions_total{model="shop",version="unknown"} 2.0' in metrics())
         assert 'mlmon_proxy_requests_total{model="shop",outcome="2xx"} 1.0' in metrics()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.stop()
         upstream.shutdown()
         upstream.server_close()
