@@ -76,6 +76,13 @@ def call_times(client: MlmonClient, n: int) -> np.ndarray:
     return out
 
 
+def assert_never_blocked(times: np.ndarray) -> None:
+    """No call waits on the network: 99 % under 1 ms, and none near a socket timeout. (A stricter
+    max would measure the shared 2-core machine's scheduler and the GIL, not the client.)"""
+    assert np.quantile(times, 0.99) < 1e-3, f"p99 {np.quantile(times, 0.99) * 1e3:.3f} ms"
+    assert times.max() < 0.05, f"max {times.max() * 1e3:.1f} ms"
+
+
 # ---- delivery and truthful counts ---------------------------------------------------------------
 
 def test_every_value_type_is_sent_or_refused_per_record(live_server):
@@ -118,7 +125,7 @@ def test_full_queue_drops_are_counted_and_visible_in_metrics(live_server):
 def test_dead_sidecar_never_blocks_and_counts_the_loss():
     client = MlmonClient(f"http://127.0.0.1:{free_port()}", "shop", flush_interval=0.05, max_queue=5_000)
     times = call_times(client, 3_000)
-    assert np.quantile(times, 0.999) < 1e-3, f"p99.9 {np.quantile(times, 0.999) * 1e3:.3f} ms"
+    assert_never_blocked(times)
     t0 = time.monotonic()
     stats = client.close(timeout=1.0)
     assert time.monotonic() - t0 < 1.5
@@ -128,7 +135,7 @@ def test_dead_sidecar_never_blocks_and_counts_the_loss():
 def test_hung_sidecar_close_returns_within_its_deadline(hung_sidecar: str):
     client = MlmonClient(hung_sidecar, "shop", flush_interval=0.05, timeout=5.0, max_queue=2_000)
     times = call_times(client, 3_000)                      # the sender is stuck in its first post
-    assert np.quantile(times, 0.999) < 1e-3, f"p99.9 {np.quantile(times, 0.999) * 1e3:.3f} ms"
+    assert_never_blocked(times)
     t0 = time.monotonic()
     stats = client.close(timeout=1.0)
     assert time.monotonic() - t0 < 1.5                     # not the 5 s socket timeout
