@@ -22,7 +22,8 @@ from exporter.contract import METRICS, THEMES  # noqa: E402
 OUTPUT = ROOT / "docs" / "metrics.md"
 TITLES = {"build": "Build", "self": "Self-monitoring", "traffic": "Traffic",
           "features": "Feature distributions and data quality",
-          "drift": "Drift", "outcomes": "Labels, model quality, fairness and health", "slo": "SLOs"}
+          "drift": "Drift", "outcomes": "Labels, model quality, fairness and health", "slo": "SLOs",
+          "events": "Payload loggers, clients and the proxy"}
 
 
 def render() -> str:

@@ -37,6 +37,38 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_proxy(args: argparse.Namespace) -> int:
+    import threading
+
+    from exporter.config import ConfigError, load_config
+    from exporter.proxy import build_proxy
+    from exporter.server import build_server, run_server, stop_server
+    from exporter.service import Service
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        service = Service(load_config(args.config))
+        proxy = build_proxy(service, args.upstream, args.listen, args.upstream_timeout)
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"mlmon: cannot start:\n{exc}", file=sys.stderr)
+        return 2
+    sidecar = build_server(service)  # /metrics, /v1/labels … on server.listen, as with `mlmon serve`
+    service.start()
+    threading.Thread(target=run_server, args=(sidecar,), name="mlmon-sidecar", daemon=True).start()
+    logging.getLogger("mlmon").info("mlmon proxy on %s → %s; metrics on %s", args.listen, args.upstream,
+                                    service.config.server.listen)
+    try:
+        proxy.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.shutdown()
+        proxy.monitor.stop()
+        service.stop()
+        stop_server(sidecar)
+    return 0
+
+
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from exporter.config import ConfigError, load_config
     from exporter.service import Service
@@ -94,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", help="override server.listen (HOST:PORT)")
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("proxy", help="reverse proxy in front of a model server that feeds the monitor")
+    p.add_argument("--upstream", required=True, help="model server URL, e.g. http://127.0.0.1:8080")
+    p.add_argument("--listen", default="127.0.0.1:8081", help="HOST:PORT the proxy listens on")
+    p.add_argument("-c", "--config", required=True, help="mlmon.yaml (metrics are served on its server.listen)")
+    p.add_argument("--upstream-timeout", type=float, default=300.0,
+                   help="seconds to wait for the upstream before answering 504")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=_cmd_proxy)
 
     p = sub.add_parser("check-config", help="validate a config file and its baselines")
     p.add_argument("config")

@@ -226,6 +226,45 @@ class ModelConfig:
     """Time without predictions after which the model's data counts as stale (traffic.stale_after)."""
 
 
+UNANSWERED_MODES = ("error", "features_only")
+ROUTE_MATCH_KEYS = ("inference_service", "namespace", "component", "endpoint")
+
+
+@dataclass(frozen=True)
+class EventRoute:
+    """Which logged events belong to which mlmon model and version.
+
+    An event matches when every ``match`` key given equals its attribute (KServe/Seldon
+    ``inferenceservicename``, ``namespace``, ``component`` — Seldon's graph node ``modelid`` —
+    and ``endpoint``, e.g. ``canary``).
+    """
+
+    match: tuple[tuple[str, str], ...]
+    model: str
+    version: str | None = None
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """``events:`` — how payload-logger CloudEvents become records (see exporter/events.py)."""
+
+    ttl_seconds: float = 60.0
+    max_pending: int = 100_000
+    max_pending_bytes: int = 64 * 1024 * 1024
+    components: tuple[str, ...] = ("predictor",)
+    """KServe components whose events are used; others (transformer, explainer) are ignored and counted."""
+    unanswered: str = "error"
+    """``error``: a request left unanswered after the TTL is a failed inference (KServe and Seldon log
+    a response only on success); ``features_only``: its features count, nothing else."""
+    default_model: str | None = None
+    default_version: str = "unknown"
+    routes: tuple[EventRoute, ...] = ()
+    outputs: dict[str, str] = field(default_factory=dict)
+    """mlmon model → name of the response output that holds the prediction."""
+    classes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """mlmon model → {class name in the response (``t:0``, ``0``) → class name used by labels}."""
+
+
 @dataclass(frozen=True)
 class StateConfig:
     """Where checkpoints go; without ``dir`` nothing is persisted and a restart starts clean."""
@@ -242,6 +281,7 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     models: tuple[ModelConfig, ...] = ()
     source: Path | None = None
+    events: EventsConfig = field(default_factory=EventsConfig)
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
@@ -586,10 +626,90 @@ def _model(r: _Reader, node: Any, path: str, defaults: WindowConfig, base_dir: P
     )
 
 
+def _event_routes(r: _Reader, node: Any, path: str, models: set[str]) -> tuple[EventRoute, ...]:
+    if node is None:
+        return ()
+    if not isinstance(node, list):
+        r.fail(path, "must be a list of {match: {...}, model, version}")
+        return ()
+    routes = []
+    for i, item in enumerate(node):
+        where = f"{path}[{i}]"
+        item = r.mapping(item, where, {"match", "model", "version"})
+        match = r.mapping(item.get("match"), f"{where}.match", set(ROUTE_MATCH_KEYS))
+        pairs = []
+        for key in ROUTE_MATCH_KEYS:
+            value = r.string(match, key, f"{where}.match")
+            if value is not None:
+                pairs.append((key, value))
+        if not pairs:
+            r.fail(f"{where}.match", f"must name at least one of {', '.join(ROUTE_MATCH_KEYS)}")
+        model = r.string(item, "model", where)
+        if model is None:
+            r.fail(f"{where}.model", "is required")
+            continue
+        if model not in models:
+            r.fail(f"{where}.model", f"unknown model {model!r} (configured: {', '.join(sorted(models))})")
+        routes.append(EventRoute(tuple(pairs), model, r.string(item, "version", where)))
+    return tuple(routes)
+
+
+def class_mapping(value: Any) -> dict[str, str]:
+    """A list of class names (for index ``i`` and Seldon's ``t:i``) or a mapping → ``{from: to}``."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, (str, int)) for v in value):
+        out: dict[str, str] = {}
+        for i, name in enumerate(value):
+            out[f"t:{i}"] = out[str(i)] = str(name)
+        return out
+    if isinstance(value, dict) and value and all(
+            isinstance(k, (str, int)) and isinstance(v, (str, int)) for k, v in value.items()):
+        return {str(k): str(v) for k, v in value.items()}
+    raise ValueError("must be a list of class names or a mapping of class name to class name")
+
+
+def _event_classes(r: _Reader, node: Any, path: str, models: set[str]) -> dict[str, dict[str, str]]:
+    """``{model: {from: to}}``, or ``{model: [name0, name1, ...]}`` for ``t:i`` / ``i`` classes."""
+    out: dict[str, dict[str, str]] = {}
+    for model, mapping in r.mapping(node, path, models).items():
+        where = f"{path}.{model}"
+        try:
+            out[model] = class_mapping(mapping)
+        except ValueError:
+            r.fail(where, "must be a list of class names (index i, or t:i) or a mapping of class name to class name")
+    return out
+
+
+def _events(r: _Reader, node: Any, models: set[str]) -> EventsConfig:
+    path = "events"
+    ev = r.mapping(node, path, {"ttl", "max_pending", "max_pending_bytes", "components", "unanswered",
+                                "default_model", "default_version", "routes", "outputs", "classes"})
+    default_model = r.string(ev, "default_model", path)
+    if default_model is not None and default_model not in models:
+        r.fail(f"{path}.default_model", f"unknown model {default_model!r} (configured: {', '.join(sorted(models))})")
+    outputs = {}
+    for model, name in r.mapping(ev.get("outputs"), f"{path}.outputs", models).items():
+        value = r.string({model: name}, model, f"{path}.outputs")
+        if value is not None:
+            outputs[model] = value
+    components = r.string_list(ev, "components", path) if "components" in ev else EventsConfig.components
+    return EventsConfig(
+        ttl_seconds=r.duration(ev, "ttl", path, EventsConfig.ttl_seconds),
+        max_pending=r.number(ev, "max_pending", path, EventsConfig.max_pending, integer=True),
+        max_pending_bytes=r.number(ev, "max_pending_bytes", path, EventsConfig.max_pending_bytes, integer=True),
+        components=components,
+        unanswered=r.string(ev, "unanswered", path, EventsConfig.unanswered, UNANSWERED_MODES) or "error",
+        default_model=default_model,
+        default_version=r.string(ev, "default_version", path, EventsConfig.default_version) or "unknown",
+        routes=_event_routes(r, ev.get("routes"), f"{path}.routes", models),
+        outputs=outputs,
+        classes=_event_classes(r, ev.get("classes"), f"{path}.classes", models),
+    )
+
+
 def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | None = None) -> Config:
     """Validate a parsed YAML document; raise ``ConfigError`` listing every problem."""
     r = _Reader()
-    top = r.mapping(data, "", {"server", "state", "defaults", "limits", "models"})
+    top = r.mapping(data, "", {"server", "state", "defaults", "limits", "models", "events"})
     spath = "server"
     srv = r.mapping(top.get("server"), spath, {
         "listen", "max_body_bytes", "auth_token_env", "threads", "metrics_listen", "web_config_file",
@@ -637,9 +757,11 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
         if any(m.name == model.name for m in models):
             r.fail(f"models[{i}].name", f"duplicate model name {model.name!r}")
         models.append(replace(model, limits=limits))
+    events = _events(r, top.get("events"), {m.name for m in models})
     if r.problems:
         raise ConfigError(r.problems)
-    return Config(server=server, state=state, defaults=defaults, limits=limits, models=tuple(models), source=source)
+    return Config(server=server, state=state, defaults=defaults, limits=limits, models=tuple(models), source=source,
+                  events=events)
 
 
 def load_config(path: str | Path) -> Config:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Kind = Literal["counter", "gauge", "histogram"]
-THEMES = ("build", "self", "traffic", "features", "drift", "outcomes", "slo")
+THEMES = ("build", "self", "traffic", "features", "drift", "outcomes", "slo", "events")
 
 
 @dataclass(frozen=True)
@@ -198,6 +198,24 @@ METRICS: tuple[MetricSpec, ...] = (
        "slo"),
     _m("mlmon_slo_latency_threshold_seconds", "gauge", "model slo", "seconds", "Latency threshold of a latency SLO.",
        "slo"),
+    # ---- events: payload loggers (exporter/events.py), client-reported loss, mlmon proxy
+    _m("mlmon_events", "counter", "model outcome", "",
+       "Logged inference events (CloudEvents) by joiner outcome.", "events",
+       "`outcome`: paired, unanswered, orphan_response, duplicate, ignored_component, unknown_model "
+       "(model `__unknown__`), row_mismatch, error_response, invalid_prediction (counts records), "
+       "evicted_request, evicted_response."),
+    _m("mlmon_events_pending", "gauge", "", "", "Request or response events waiting for their other half.",
+       "events", "Process-wide: one joiner serves every model."),
+    _m("mlmon_events_pending_bytes", "gauge", "", "bytes",
+       "Estimated memory held by events waiting for their other half.", "events",
+       "Capped by `events.max_pending_bytes`."),
+    _m("mlmon_client_records_lost", "counter", "model reason", "",
+       "Records a Python client lost before they reached mlmon, as the client reported them.", "events",
+       "`reason`: dropped (queue full or unsent at close), failed (post failed), unserialisable."),
+    _m("mlmon_proxy_requests", "counter", "model outcome", "", "Requests `mlmon proxy` forwarded, by outcome.",
+       "events", "`outcome`: 2xx..5xx (the upstream's status), timeout (answered 504), unreachable (answered 502)."),
+    _m("mlmon_proxy_unmonitored", "counter", "reason", "", "Exchanges `mlmon proxy` forwarded but could not monitor.",
+       "events", "`reason`: queue_full, monitor_error, not_an_inference, unreadable_response, unknown_model."),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}

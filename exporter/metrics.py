@@ -9,7 +9,8 @@ dashboard. One function per theme: traffic, features, drift, outcomes, SLOs.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -224,7 +225,7 @@ THEMES: tuple[Callable[[Snapshot, _Families], None], ...] = (_traffic, _features
 
 
 def render(snapshots: Iterable[Snapshot], unattributed: dict[tuple[str, str], int],
-           checkpoint: CheckpointStats | None = None) -> list[Metric]:
+           checkpoint: CheckpointStats | None = None, events: Mapping[str, Any] | None = None) -> list[Metric]:
     """Snapshots → families, build info first. Pure: the same snapshots give the same families."""
     fams = _Families()
     fams.add("mlmon_build_info", [__version__], 1)
@@ -237,7 +238,30 @@ def render(snapshots: Iterable[Snapshot], unattributed: dict[tuple[str, str], in
             theme(snap, fams)
     for (model, reason), count in sorted(unattributed.items()):
         fams.add("mlmon_ingest_rejected", [model, reason], count)
+    if events is not None:
+        _events(events, fams)
     return list(fams.all())
+
+
+def _events(stats: Mapping[str, Any], f: _Families) -> None:
+    """Payload-logger event joining (exporter/events.py), client-reported loss and ``mlmon proxy``.
+
+    ``stats`` is ``Service.event_stats()``: ``{"outcomes": {model: {outcome: count}}, "pending": n,
+    "pending_bytes": n, "client_loss": {(model, reason): n}, "proxy": None | {...}}``.
+    """
+    for model, outcomes in sorted(stats["outcomes"].items()):
+        for outcome, count in sorted(outcomes.items()):
+            f.add("mlmon_events", [model, outcome], count)
+    f.add("mlmon_events_pending", [], stats["pending"])
+    f.add("mlmon_events_pending_bytes", [], stats["pending_bytes"])
+    for (model, reason), count in sorted(stats.get("client_loss", {}).items()):
+        f.add("mlmon_client_records_lost", [model, reason], count)
+    proxy = stats.get("proxy")
+    if proxy:
+        for (model, outcome), count in sorted(proxy["requests"].items()):
+            f.add("mlmon_proxy_requests", [model, outcome], count)
+        for reason, count in sorted(proxy["monitor"].items()):
+            f.add("mlmon_proxy_unmonitored", [reason], count)
 
 
 class MlmonCollector(Collector):
@@ -246,11 +270,13 @@ class MlmonCollector(Collector):
     def __init__(self, monitors: Callable[[], Iterable[ModelMonitor]],
                  unattributed: Callable[[], dict[tuple[str, str], int]] = dict,
                  on_scrape: Callable[[], None] | None = None,
-                 checkpoint: Callable[[], CheckpointStats | None] = lambda: None) -> None:
+                 checkpoint: Callable[[], CheckpointStats | None] = lambda: None, *,
+                 events: Callable[[], Mapping[str, Any]] | None = None) -> None:
         self._monitors = monitors
         self._checkpoint = checkpoint
         self._unattributed = unattributed
         self._on_scrape = on_scrape
+        self._events = events
 
     def describe(self) -> list[Metric]:
         """Every family of the contract this collector renders (empty), so the registry refuses a
@@ -260,4 +286,5 @@ class MlmonCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         if self._on_scrape is not None:
             self._on_scrape()
-        yield from render([m.snapshot() for m in self._monitors()], self._unattributed(), self._checkpoint())
+        yield from render([m.snapshot() for m in self._monitors()], self._unattributed(), self._checkpoint(),
+                          None if self._events is None else self._events())

@@ -121,6 +121,14 @@ _PATHS: dict[str, tuple[str, dict[str, Any]]] = {
             {"name": "ce-inferenceservicename", "in": "header", "required": True, "schema": {"type": "string"}}],
         "responses": {"202": _answer("Accepted", {"type": "object", "properties": {
             "ingested": {"type": "integer"}, "pending": {"type": "integer"}}}), **_ERRORS}}}),
+    "/v1/client-stats": ("ingest", {"post": {
+        "summary": "A Python client's cumulative loss counts (exporter/client.py reports them)",
+        "requestBody": _json_body({"type": "object", "required": ["model", "client_id"], "properties": {
+            "model": _NAME, "client_id": {"type": "string", "minLength": 1, "maxLength": 64},
+            **{reason: {"type": "integer", "minimum": 0}
+               for reason in ("dropped", "failed", "unserialisable")}}}),
+        "responses": {"200": _answer("Recorded", {"type": "object", "properties": {"status": {"type": "string"}}}),
+                      **_ERRORS}}}),
     "/v1/models": ("read", {"get": {
         "summary": "Status of every configured model",
         "responses": {"200": _answer("Models", {"type": "object", "properties": {

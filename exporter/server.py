@@ -29,7 +29,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from exporter.batch import PayloadError
 from exporter.config import ServerConfig
 from exporter.formats import decode_event
-from exporter.formats._common import load_json
+from exporter.formats._common import decompress_body, load_json
 from exporter.formats.labels import INVALID_LABEL, parse_labels
 from exporter.formats.native import parse_predictions
 from exporter.limits import return_large_allocations
@@ -92,7 +92,9 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
         return None
 
     def _body() -> Any:
-        return load_json(request.get_data(cache=False), "$")
+        raw = decompress_body(request.get_data(cache=False), request.headers.get("Content-Encoding"),
+                              service.config.server.max_body_bytes)
+        return load_json(raw, "$")
 
     def _unknown_model(model: str, records: int) -> Response:
         """404 naming the configured models; the records are counted as refused."""
@@ -126,12 +128,19 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
         return _json({"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
                       "data_quality": result.problems}, status)
 
+    def _object() -> dict[str, Any]:
+        data = _body()
+        if not isinstance(data, dict):
+            raise PayloadError("$", "must be a JSON object")
+        return data
+
     @route("ingest", "POST", "/v1/labels")
     def labels() -> Response:
         try:
             batch = parse_labels(_body())
         except PayloadError as exc:
             return _bad_payload(exc)
+        service.flush_events()  # predictions joined from events just before their labels
         monitor = service.monitor(batch.model)
         if monitor is None:
             return _unknown_model(batch.model, batch.size)
@@ -145,12 +154,32 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
     @route("ingest", "POST", "/v1/events")
     def events() -> Response:
         try:
-            event = decode_event(dict(request.headers), request.get_data(cache=False))
-            batches = service.joiner.add(event)
+            raw = decompress_body(request.get_data(cache=False), request.headers.get("Content-Encoding"),
+                                  service.config.server.max_body_bytes)
+            result = service.handle_event(decode_event(dict(request.headers), raw))
         except PayloadError as exc:
             service.count_unattributed("invalid_event")
             return _error(400, str(exc), field=exc.field)
-        return _json({"ingested": service.ingest_batches(batches), "pending": service.joiner.pending}, 202)
+        return _json(result, 202)
+
+    @route("ingest", "POST", "/v1/client-stats")
+    def client_stats() -> Response:
+        try:
+            data = _object()
+            model, client = data.get("model"), data.get("client_id")
+            if not isinstance(model, str) or model not in service.monitors:
+                raise PayloadError("model", f"unknown model {model!r}")
+            if not isinstance(client, str) or not 0 < len(client) <= 64:
+                raise PayloadError("client_id", "must be a string of 1 to 64 characters")
+            counts = {r: data.get(r, 0) for r in ("dropped", "failed", "unserialisable")}
+            for reason, value in counts.items():
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise PayloadError(reason, "must be a non-negative integer")
+        except PayloadError as exc:
+            service.count_unattributed("invalid_payload")
+            return _error(400, str(exc), field=exc.field)
+        service.record_client_loss(model, client, counts)
+        return _json({"status": "ok"})
 
     @route("scrape", "GET", "/metrics")
     def metrics() -> Response:

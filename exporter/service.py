@@ -11,20 +11,32 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from exporter import state
-from exporter.batch import Batch
+from exporter.batch import Batch, PayloadError
 from exporter.compat import baseline_problems
 from exporter.config import Config, ConfigError, ModelConfig
-from exporter.events import EventJoiner
+from exporter.events import EventJoiner, coalesce
+from exporter.formats import InferenceEvent
+from exporter.formats.kserve_v1 import seldon_feedback
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
 from exporter.profile import Baseline, load_baseline
 from exporter.selfmon import SelfMonitor
 
 log = logging.getLogger("mlmon")
+
+EVENT_FLUSH_RECORDS = 512
+EVENT_FLUSH_SECONDS = 0.1
+"""Joined event records are handed to the monitors in micro-batches of this many records or after
+this long, whichever comes first (and before every scrape and label join): ingesting one record at
+a time costs ~15 times more per record than a batch of hundreds."""
+
+MAX_CLIENTS = 10_000
+"""Client ids whose last loss report is remembered (each report is cumulative)."""
 
 UNATTRIBUTED = "__unknown__"
 """Model label for rejections that cannot be tied to a configured model (bounds cardinality)."""
@@ -50,8 +62,17 @@ class Service:
         if self._state_dir is not None and state.restore(self._state_dir, self.monitors) == "aside":
             self.monitors = self._fresh_monitors()  # nothing half-loaded survives a bad checkpoint
         self._unattributed: Counter[tuple[str, str]] = Counter()
-        self.joiner = EventJoiner(feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
+        self._client_loss: Counter[tuple[str, str]] = Counter()
+        self.proxy_stats: Callable[[], dict[str, Any]] | None = None
+        """Set by ``mlmon proxy``: its request and monitoring counters, for /metrics."""
+        self._clients: dict[tuple[str, str], dict[str, int]] = {}
+        self.joiner = EventJoiner(config.events, known_models=[m.name for m in config.models],
+                                  feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
         self._lock = threading.Lock()
+        self._event_lock = threading.Lock()
+        self._event_batches: list[Batch] = []
+        self._event_records = 0
+        self._event_since = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -60,8 +81,8 @@ class Service:
         self._checkpointer: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
-                                              self.unattributed_rejections, self.wake_if_stale,
-                                              self.checkpoint_stats))
+                                              self.unattributed_rejections, self._on_scrape,
+                                              self.checkpoint_stats, events=self.event_stats))
         self.selfmon = SelfMonitor(self.registry)
 
     def _fresh_monitors(self) -> dict[str, ModelMonitor]:
@@ -86,6 +107,75 @@ class Service:
                 continue
             ingested += monitor.ingest(batch).accepted
         return ingested
+
+    def handle_event(self, event: InferenceEvent) -> dict[str, Any]:
+        """One decoded CloudEvent: inference halves go to the joiner, Seldon feedback to the labels.
+
+        Raises :class:`PayloadError` for an event that cannot be used; nothing is kept then.
+        """
+        if event.kind != "feedback":
+            return {"ingested": self._buffer_events(self.joiner.add(event)), "pending": self.joiner.pending}
+        self.flush_events()
+        model = self.joiner.model_of(event)
+        monitor = self.monitors.get(model) if model else None
+        if monitor is None:
+            raise PayloadError("ce-inferenceservicename", f"feedback for an unconfigured model {event.model!r}")
+        puid, labels = seldon_feedback(event.body)
+        base = puid or event.id
+        ids = [base] if len(labels) == 1 else [f"{base}:{i}" for i in range(len(labels))]
+        result = monitor.ingest_labels(ids, [self.joiner.rename_class(monitor.name, v) for v in labels])
+        return {"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
+                "rejected": result.rejected}
+
+    def _buffer_events(self, batches: list[Batch]) -> int:
+        """Queue joined records for the next micro-batch; returns how many were queued."""
+        records = sum(b.size for b in batches)
+        if not batches:
+            return 0
+        now = time.monotonic()
+        with self._event_lock:
+            if not self._event_batches:
+                self._event_since = now
+            self._event_batches.extend(batches)
+            self._event_records += records
+            due = self._event_records >= EVENT_FLUSH_RECORDS or now - self._event_since >= EVENT_FLUSH_SECONDS
+        if due:
+            self.flush_events()
+        return records
+
+    def flush_events(self) -> int:
+        """Ingest the queued event records now; returns records ingested."""
+        with self._event_lock:
+            batches, self._event_batches, self._event_records = self._event_batches, [], 0
+        return self.ingest_batches(coalesce(batches)) if batches else 0
+
+    def _on_scrape(self) -> None:
+        self.flush_events()
+        self.wake_if_stale()
+
+    def record_client_loss(self, model: str, client_id: str, counts: dict[str, int]) -> None:
+        """A client's cumulative loss counts; the increase since its last report is added.
+
+        At most ``MAX_CLIENTS`` clients are tracked; the oldest one's counts are folded into a
+        per-model total, so the exported counters never go down.
+        """
+        with self._lock:
+            last = self._clients.pop((model, client_id), None) or {}
+            for reason, value in counts.items():
+                self._client_loss[(model, reason)] += max(0, value - last.get(reason, 0))
+            self._clients[(model, client_id)] = {r: max(v, last.get(r, 0)) for r, v in counts.items()}
+            while len(self._clients) > MAX_CLIENTS:
+                del self._clients[next(iter(self._clients))]
+
+    def client_loss(self) -> dict[tuple[str, str], int]:
+        with self._lock:
+            return dict(self._client_loss)
+
+    def event_stats(self) -> dict[str, Any]:
+        """Joiner outcomes per model and what it buffers, for /metrics."""
+        return {"outcomes": self.joiner.stats(), "pending": self.joiner.pending,
+                "pending_bytes": self.joiner.pending_bytes, "client_loss": self.client_loss(),
+                "proxy": self.proxy_stats() if self.proxy_stats else None}
 
     def count_unattributed(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -124,10 +214,11 @@ class Service:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                self.ingest_batches(self.joiner.flush())  # requests whose response never came
+                self._buffer_events(self.joiner.flush())  # requests whose response never came
+                self.flush_events()
             except Exception:
-                log.exception("flushing unanswered inference events failed")
-            wait = min(self.evaluate_due(), self.joiner.ttl / 4)
+                log.exception("flushing inference events failed")
+            wait = min(self.evaluate_due(), self.joiner.ttl / 4, EVENT_FLUSH_SECONDS)
             self._wake.wait(wait)
             self._wake.clear()
 
@@ -149,6 +240,7 @@ class Service:
             if thread is not None:
                 thread.join(timeout=5)
         self._thread = self._checkpointer = None
+        self.flush_events()
         self.checkpoint()
 
     # ---- checkpoints -------------------------------------------------------------------

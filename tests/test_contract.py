@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import read_samples
+from helpers import curl_events, read_samples
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -33,7 +33,9 @@ from exporter.demo import (
     simulate_customers,
     true_churn_probability,
 )
+from exporter.formats import decode_event
 from exporter.formats.native import parse_predictions
+from exporter.proxy import ProxyStats
 from exporter.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +73,16 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> str:
     monitor.ingest_labels(ids[:1_500], truth[:1_500].tolist())
     monitor.ingest_labels(["nobody", ids[0]], ["churn", "churn"])
     service.count_unattributed("unknown_model")
+    # A payload logger's request/response pair (its inference service is not a configured model, so
+    # the joiner counts it under __unknown__), a client's reported loss, and the counters
+    # `mlmon proxy` wires into the service.
+    for headers, raw in curl_events("seldon/v1_request_logger_test_events.txt"):
+        service.handle_event(decode_event(headers, raw))
+    service.record_client_loss(MODEL, "contract-test", {"dropped": 2, "failed": 1, "unserialisable": 0})
+    proxy = ProxyStats()
+    proxy.request(MODEL, "2xx")
+    proxy.monitor_event("queue_full")
+    service.proxy_stats = proxy.snapshot
     monitor.evaluate()
     return generate_latest(service.registry).decode()
 
@@ -107,7 +119,8 @@ def test_catalogue_is_well_formed():
     for m in METRICS:
         assert m.name.startswith("mlmon_") and not m.name.endswith("_total"), m.name
         assert m.help.endswith("."), m.name
-        assert m.labels or m.theme in ("self", "build"), f"{m.name}: only process-wide families may have no labels"
+        assert m.labels or m.theme in ("self", "build", "events"), \
+            f"{m.name}: only process-wide families may have no labels"
         if m.unit in ("seconds", "timestamp"):
             assert m.name.endswith("_seconds"), m.name
         if m.unit == "ratio" and m.name.endswith(("_seconds", "_total")):

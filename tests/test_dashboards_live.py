@@ -21,7 +21,6 @@ Needs the ``prometheus`` binary: skipped without it on a workstation, a failure 
 from __future__ import annotations
 
 import json
-import math
 import re
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
+from helpers import grafana_builtins, substitute
 from stack import (
     Exporter,
     Prometheus,
@@ -49,20 +49,6 @@ pytestmark = pytest.mark.tools
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
 RULE_DIR = ROOT / "alerting" / "rules"
-
-
-
-def grafana_builtins(scrape_interval_s: float, range_s: int = 300, max_data_points: int = 1000) -> dict[str, str]:
-    """Grafana's built-in interval variables as Grafana computes them for a Prometheus data source
-    whose "scrape interval" setting is ``scrape_interval_s``: ``$__interval`` is range / max data
-    points, at least the scrape interval (the data source's minimum interval), and
-    ``$__rate_interval = max($__interval + scrape interval, 4 × scrape interval)`` — so a rate always
-    spans enough scrapes to hold two samples."""
-    interval = max(scrape_interval_s, math.ceil(range_s / max_data_points))
-    rate_interval = max(interval + scrape_interval_s, 4 * scrape_interval_s)
-    return {"__rate_interval": f"{rate_interval:g}s", "__interval": f"{interval:g}s",
-            "__interval_ms": f"{interval * 1000:g}", "__range": f"{range_s}s", "__range_s": str(range_s),
-            "__range_ms": str(range_s * 1000)}
 
 
 # The stack scrapes every second; the dashboards must also work for the data source settings of
@@ -130,19 +116,6 @@ def dashboard_queries(dashboard: dict[str, Any]) -> list[Query]:
             if t.get("expr") and not t.get("hide"):
                 out.append(Query(f"{uid}: {p['title']} [{t['refId']}]", p["title"], t["expr"], "panel"))
     return out
-
-
-def substitute(text: str, values: dict[str, str]) -> str:
-    """Replace ``$var``, ``${var}``, ``${var:format}`` and ``[[var]]`` by a single value."""
-
-    def one(m: re.Match[str]) -> str:
-        name = m.group(1) or m.group(3) or m.group(4)
-        if name not in values:
-            raise KeyError(f"unknown template variable ${name} in {text!r}")
-        value = values[name]
-        return re.escape(value) if m.group(2) == "regex" else value
-
-    return _VARIABLE.sub(one, text)
 
 
 def label_values(prom: Prometheus, definition: str) -> list[str]:

@@ -27,8 +27,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import yaml
+from helpers import grafana_builtins, substitute
 from stack import demo_exporter, free_port, prometheus, rules_with_short_for, wait_until
-from test_dashboards_live import grafana_builtins, substitute
 
 from exporter.demo import MODEL, DriftPlan
 from mixin import config as mixin_config

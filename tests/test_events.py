@@ -8,12 +8,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import curl_events, fixture
+from helpers import PAYLOAD_ROOTS, curl_events, fixture, iso_seconds, use_payload_root
 
 from exporter.batch import Batch, PayloadError
 from exporter.batch import prediction_problem as check_prediction
+from exporter.config import EventsConfig
 from exporter.events import EventJoiner
 from exporter.formats import InferenceEvent, decode_event
+
+
+@pytest.fixture(params=PAYLOAD_ROOTS, autouse=True)
+def payload_root(request: pytest.FixtureRequest) -> Any:
+    """Run the test once per payload directory (ours always, the shared captures when present)."""
+    use_payload_root(request.param)
+    yield request.param
+    use_payload_root(PAYLOAD_ROOTS[0].values[0])
 
 IRIS = ("sepal_length", "sepal_width", "petal_length", "petal_width")
 _EVENT_MARKER = "☁️  cloudevents.Event".encode()
@@ -53,6 +62,10 @@ def event(kind: str, id: str, body: Any, at: float, model: str | None = "m", **k
                           received_at=at, **kw)
 
 
+def joiner_with(**config: Any) -> EventJoiner:
+    return EventJoiner(EventsConfig(**config))
+
+
 def records(batches: list[Batch]) -> int:
     return sum(b.size for b in batches)
 
@@ -68,11 +81,12 @@ def test_request_then_response():
     assert (batch.model, batch.version, batch.size) == ("sklearn-iris", "unknown", 2)
     assert batch.features["sepal_length"] == [6.8, 6.0] and batch.features["petal_width"] == [1.4, 1.6]
     assert batch.predictions == [1, 1]
-    assert batch.ids == ["0009174a-24a8-4603-b098-09c8799950e9:0", "0009174a-24a8-4603-b098-09c8799950e9:1"]
-    assert batch.latency_seconds == pytest.approx([0.001783202] * 2, abs=1e-6)   # ce-time difference
+    assert batch.ids == [f"{req.id}:0", f"{req.id}:1"]
+    latency = iso_seconds(resp.attributes["time"]) - iso_seconds(req.attributes["time"])
+    assert batch.latency_seconds == pytest.approx([latency] * 2, abs=1e-6)   # ce-time difference
     assert not batch.error.any()
     assert joiner.pending == 0
-    assert joiner.stats()["sklearn-iris"]["joined"] == 1
+    assert joiner.stats()["sklearn-iris"]["paired"] == 1
 
 
 def test_response_then_request():
@@ -81,7 +95,7 @@ def test_response_then_request():
     assert joiner.add(resp) == []
     (batch,) = joiner.add(req)
     assert batch.predictions == [1, 1] and list(batch.features) == ["f0", "f1", "f2", "f3"]
-    assert joiner.stats()["sklearn-iris"]["orphaned"] == 0
+    assert joiner.stats()["sklearn-iris"]["orphan_response"] == 0
 
 
 def test_seldon_pair_joins_on_requestid_single_row():
@@ -89,11 +103,12 @@ def test_seldon_pair_joins_on_requestid_single_row():
     joiner = EventJoiner()
     joiner.add(req)
     (batch,) = joiner.add(resp)
-    assert batch.model == "model-logs" and batch.size == 1
-    assert batch.ids == ["33fb419e-8d6b-44e0-a084-8bd4bd4dbf7b"]          # single record: bare id
+    assert batch.model == req.attributes["inferenceservicename"] and batch.size == 1
+    assert batch.ids == [req.attributes["requestid"]]                      # single record: bare id
     assert batch.features == {"f0": [1], "f1": [2], "f2": [5]}
     assert batch.predictions == [0.43782349911420193]
-    assert batch.latency_seconds[0] == pytest.approx(0.00867359, abs=1e-6)
+    latency = iso_seconds(resp.attributes["time"]) - iso_seconds(req.attributes["time"])
+    assert latency > 0 and batch.latency_seconds[0] == pytest.approx(latency, abs=1e-6)
 
 
 def test_n_rows_give_n_records():
@@ -104,34 +119,35 @@ def test_n_rows_give_n_records():
     income = joiner.add(events[4]) + joiner.add(events[5])
     assert [b.size for b in tensor + ndarray + income] == [2, 2, 1]
     assert tensor[0].features == {"a": [1, 3], "b": [2, 4]} and tensor[0].predictions == [5, 6]
-    assert tensor[0].ids == ["1a:0", "1a:1"]
+    assert tensor[0].ids == [f"{events[0].id}:0", f"{events[0].id}:1"]
     assert ndarray[0].predictions == [7, 8]
-    assert income[0].predictions == [{"t:0": 0.8538818809164035, "t:1": 0.14611811908359656}]
+    t0, t1 = events[5].body["data"]["ndarray"][0]
+    assert income[0].predictions == [{"t:0": t0, "t:1": t1}]
     assert np.isnan(tensor[0].latency_seconds).all()                       # no ce-time sent
 
 
 def test_missing_response_emits_features_after_ttl():
     iris = seldon_test_events(received_at=50.0)[6]                          # never answered
-    joiner = EventJoiner(ttl=60)
+    joiner = joiner_with(ttl_seconds=60)
     assert joiner.add(iris) == []
     assert joiner.flush(now=109.9) == []
     (batch,) = joiner.flush(now=110.0)
     assert batch.model == "iris" and batch.size == 2 and batch.predictions is None
     assert batch.features["Sepal length"] == [6.8, 6.1]
-    assert batch.ids == ["2z7:0", "2z7:1"]
+    assert batch.ids == [f"{iris.id}:0", f"{iris.id}:1"]
     assert joiner.stats()["iris"]["unanswered"] == 1 and joiner.pending == 0
 
 
 def test_orphan_response_is_counted_and_dropped():
     _, resp = kserve_events(received_at=0.0)
-    joiner = EventJoiner(ttl=5)
+    joiner = joiner_with(ttl_seconds=5)
     assert joiner.add(resp) == []
     assert joiner.flush(now=100.0) == []
-    assert joiner.stats()["sklearn-iris"]["orphaned"] == 1 and joiner.pending == 0
+    assert joiner.stats()["sklearn-iris"]["orphan_response"] == 1 and joiner.pending == 0
 
 
 def test_expiry_also_happens_on_add():
-    joiner = EventJoiner(ttl=1)
+    joiner = joiner_with(ttl_seconds=1)
     joiner.add(event("request", "a", {"instances": [[1]]}, at=0.0))
     out = joiner.add(event("request", "b", {"instances": [[2]]}, at=5.0))
     assert [b.ids for b in out] == [["a"]] and joiner.pending == 1
@@ -139,7 +155,7 @@ def test_expiry_also_happens_on_add():
 
 def test_bound_respected_under_twice_capacity():
     cap = 50
-    joiner = EventJoiner(max_pending=cap, ttl=1e9)
+    joiner = joiner_with(max_pending=cap, ttl_seconds=1e9)
     emitted = []
     for i in range(2 * cap):
         emitted += joiner.add(event("request", f"r{i}", {"instances": [[i, i + 1]]}, at=float(i)))
@@ -151,11 +167,11 @@ def test_bound_respected_under_twice_capacity():
         joiner.add(event("response", f"x{i}", {"predictions": [1]}, at=1000.0 + i))
         assert joiner.pending <= cap
     stats = joiner.stats()["m"]
-    assert stats["evicted_requests"] == 2 * cap and stats["evicted_responses"] == cap
+    assert stats["evicted_request"] == 2 * cap and stats["evicted_response"] == cap
 
 
 def test_pairs_still_join_near_capacity():
-    joiner = EventJoiner(max_pending=3)
+    joiner = joiner_with(max_pending=3)
     out = []
     for i in range(10):
         out += joiner.add(event("request", str(i), {"instances": [[i]]}, at=i))
@@ -177,20 +193,21 @@ def test_error_response_marks_records_failed():
     failure = {"status": {"code": 500, "info": "boom", "status": "FAILURE"}}
     (batch,) = joiner.add(event("response", "a", failure, at=0))
     assert batch.error.tolist() == [True] and batch.predictions is None
-    assert joiner.stats()["m"]["error_responses"] == 1
+    assert joiner.stats()["m"]["error_response"] == 1
 
 
-def test_bad_prediction_rejects_only_that_record():
+def test_bad_prediction_keeps_that_records_features_without_prediction():
     joiner = EventJoiner()
     joiner.add(event("request", "a", {"instances": [[1], [2], [3]]}, at=0))
-    (batch,) = joiner.add(event("response", "a", {"predictions": [0.5, [[1, 2], [3, 4]], 0.7]}, at=0))
+    batch, unusable = joiner.add(event("response", "a", {"predictions": [0.5, [[1, 2], [3, 4]], 0.7]}, at=0))
     assert batch.size == 2 and batch.predictions == [0.5, 0.7] and batch.ids == ["a:0", "a:2"]
     assert batch.features == {"f0": [1, 3]}
-    assert [(r.index, r.field) for r in batch.rejected] == [(1, "prediction")]
+    assert unusable.ids == ["a:1"] and unusable.features == {"f0": [2]} and unusable.predictions is None
+    assert joiner.stats()["m"]["invalid_prediction"] == 1
 
 
-def test_version_from_oip_response_and_remembered_for_unanswered():
-    joiner = EventJoiner(ttl=10)
+def test_version_from_oip_response_never_inherited_by_another_request():
+    joiner = joiner_with(ttl_seconds=10)
     req = {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
     resp = {"model_version": "v7", "outputs": [{"name": "y", "shape": [1], "datatype": "FP32", "data": [0.5]}]}
     joiner.add(event("request", "a", req, at=0))
@@ -198,17 +215,16 @@ def test_version_from_oip_response_and_remembered_for_unanswered():
     assert batch.version == "v7"
     joiner.add(event("request", "b", req, at=1))
     (late,) = joiner.flush(now=100)
-    assert late.version == "v7" and late.predictions is None
+    assert late.version == "unknown" and late.predictions is None
 
 
-def test_duplicate_request_emits_the_first_unanswered():
+def test_redelivered_request_is_a_duplicate_and_the_first_is_kept():
     joiner = EventJoiner()
     joiner.add(event("request", "a", {"instances": [[1]]}, at=0))
-    (first,) = joiner.add(event("request", "a", {"instances": [[2]]}, at=1))
-    assert first.features == {"f0": [1]} and first.predictions is None
-    (second,) = joiner.add(event("response", "a", {"predictions": [9]}, at=2))
-    assert second.features == {"f0": [2]} and second.predictions == [9]
-    assert joiner.stats()["m"]["duplicate_requests"] == 1
+    assert joiner.add(event("request", "a", {"instances": [[1]]}, at=1)) == []
+    (pair,) = joiner.add(event("response", "a", {"predictions": [9]}, at=2))
+    assert pair.features == {"f0": [1]} and pair.predictions == [9] and pair.size == 1
+    assert joiner.stats()["m"]["duplicate"] == 1 and joiner.stats()["m"]["paired"] == 1
 
 
 def test_components_are_paired_separately():
@@ -219,7 +235,7 @@ def test_components_are_paired_separately():
 
 
 def test_flush_coalesces_per_model_and_version():
-    joiner = EventJoiner(ttl=1)
+    joiner = joiner_with(ttl_seconds=1)
     for i in range(5):
         joiner.add(event("request", str(i), {"instances": [{"a": i}] if i % 2 else [{"b": i}]}, at=0))
     (batch,) = joiner.flush(now=10)
@@ -239,7 +255,7 @@ def test_event_without_model_needs_a_default():
     with pytest.raises(PayloadError) as info:
         EventJoiner().add(event("request", "a", {"instances": [[1]]}, at=0, model=None))
     assert info.value.field == "ce-inferenceservicename"
-    joiner = EventJoiner(default_model="mnist", ttl=1)
+    joiner = joiner_with(default_model="mnist", ttl_seconds=1)
     joiner.add(event("request", "a", {"instances": [[1]]}, at=0, model=None))
     assert joiner.flush(now=5)[0].model == "mnist"
 
@@ -259,7 +275,7 @@ def test_drain_lets_everything_go():
 
 
 def test_thread_safety():
-    joiner = EventJoiner(max_pending=10_000)
+    joiner = joiner_with(max_pending=10_000)
     out: list[Batch] = []
     lock = threading.Lock()
 
@@ -278,7 +294,7 @@ def test_thread_safety():
         t.join()
     assert records(out) == 4000 and joiner.pending == 0
     assert all(b.features["f0"] == b.predictions for b in out)
-    assert joiner.stats()["m"]["joined"] == 4000
+    assert joiner.stats()["m"]["paired"] == 4000
 
 
 def test_check_prediction():

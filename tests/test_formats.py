@@ -1,7 +1,9 @@
 """Wire-format parsers against real payloads published by KServe, Seldon, MLServer, Triton and TF Serving.
 
-Fixtures live outside the repository (``../shared/fixtures/payloads``, or ``$MLMON_FIXTURES``);
-tests that need a missing fixture are skipped. Their provenance is in the fixtures' SOURCES.md.
+Every test that reads a payload runs against ``tests/payloads`` (written for these tests from the
+protocols' documentation, see its README) and, when present, once more against the shared captures
+(``../shared/fixtures/payloads`` or ``$MLMON_FIXTURES``; provenance in their SOURCES.md), so a plain
+clone runs everything and CI with the captures checks both.
 Files named ``*INVALID*`` / ``*NONCONFORMANT*`` (and a few documented-broken examples) must give
 a ``PayloadError`` naming the field, never another exception.
 """
@@ -15,7 +17,7 @@ import random
 from typing import Any
 
 import pytest
-from helpers import FIXTURES, curl_events, fixture
+from helpers import OWN_PAYLOADS, PAYLOAD_ROOTS, curl_events, fixture, iso_seconds, payload_dir, use_payload_root
 
 from exporter import formats
 from exporter.batch import PayloadError
@@ -27,6 +29,14 @@ TITANIC = ("PassengerId", "Pclass", "Name", "Sex", "Age", "SibSp", "Parch", "Tic
 
 
 # ---- fixture loaders ----------------------------------------------------------------------
+
+@pytest.fixture(params=PAYLOAD_ROOTS, autouse=True)
+def payload_root(request: pytest.FixtureRequest) -> Any:
+    """Run the test once per payload directory (ours always, the shared captures when present)."""
+    use_payload_root(request.param)
+    yield request.param
+    use_payload_root(OWN_PAYLOADS)
+
 
 def load(rel: str) -> Any:
     return json.loads(fixture(rel).read_bytes())
@@ -399,11 +409,12 @@ def test_kserve_logger_events_binary_and_structured():
         req = formats.decode_event(*encode(req_attrs, req_data), received_at=100.0)
         resp = formats.decode_event(*encode(resp_attrs, resp_data), received_at=100.1)
         assert (req.kind, resp.kind) == ("request", "response")
-        assert req.id == resp.id == "0009174a-24a8-4603-b098-09c8799950e9"
+        assert req.id == resp.id == req_attrs["id"] == resp_attrs["id"]
         assert req.model == "sklearn-iris" and req.namespace == "default"
         assert req.endpoint is None                     # sent empty
         assert req.server == "kserve" and req.received_at == 100.0
-        assert resp.time - req.time == pytest.approx(0.001783202, abs=1e-6)
+        assert resp.time - req.time == pytest.approx(
+            iso_seconds(resp_attrs["time"]) - iso_seconds(req_attrs["time"]), abs=1e-6)
         rows = formats.rows_from_event(req, IRIS)
         assert rows.n_rows == 2 and rows.features["sepal_length"] == [6.8, 6.0]
         assert formats.rows_from_event(resp).predictions == [1, 1]
@@ -429,25 +440,30 @@ def test_seldon_logger_capture_pairs_on_requestid():
     assert resp_b == fixture("seldon/v1_response_body.json").read_bytes()
     req, resp = formats.decode_event(req_h, req_b), formats.decode_event(resp_h, resp_b)
     assert req.event_id != resp.event_id                   # Seldon: one ce-id per event …
-    assert req.id == resp.id == "33fb419e-8d6b-44e0-a084-8bd4bd4dbf7b"   # … paired by ce-requestid
-    assert (req.model, req.component, req.server) == ("model-logs", "classifier", "seldon")
+    assert req.id == resp.id == req_h["ce-requestid"]      # … paired by ce-requestid
+    assert (req.model, req.component, req.server) == (req_h["ce-inferenceservicename"], "classifier", "seldon")
     assert formats.rows_from_event(req).features == {"f0": [1], "f1": [2], "f2": [5]}
     assert formats.rows_from_event(resp).predictions == [0.43782349911420193]
 
 
 def test_seldon_request_logger_test_events():
-    events = [formats.decode_event(h, b) for h, b in curl_events("seldon/v1_request_logger_test_events.txt")]
+    sent = curl_events("seldon/v1_request_logger_test_events.txt")
+    events = [formats.decode_event(h, b) for h, b in sent]
     assert [e.kind for e in events] == ["request", "response"] * 3 + ["request"]
-    assert [e.id for e in events] == ["1a", "1a", "2b", "2b", "2z4", "2z4", "2z7"]
+    assert [e.id for e in events] == [(lo := {k.lower(): v for k, v in h.items()}).get("ce-requestid") or lo["ce-id"]
+                                       for h, _ in sent]
+    assert len(set(e.id for e in events)) == 4              # three pairs and a lone request
     assert [e.model for e in events][::2] == ["tensor", "ndarray", "income", "iris"]
     tensor = formats.rows_from_event(events[0])
     assert tensor.n_rows == 2 and tensor.features == {"a": [1, 3], "b": [2, 4]}
     assert formats.rows_from_event(events[1]).predictions == [5, 6]
     assert formats.rows_from_event(events[3]).predictions == [7, 8]
     income = formats.rows_from_event(events[4])
-    assert income.n_rows == 1 and len(income.features) == 12 and income.features["Hours per week"] == [60]
-    assert formats.rows_from_event(events[5]).predictions == [{"t:0": 0.8538818809164035,
-                                                              "t:1": 0.14611811908359656}]
+    assert income.n_rows == 1 and len(income.features) == 12 and income.features["Hours per week"] == [
+        json.loads(sent[4][1])["data"]["ndarray"][0][10]]
+    data = json.loads(sent[5][1])["data"]
+    assert formats.rows_from_event(events[5]).predictions == [dict(zip(["t:0", "t:1"], data["ndarray"][0],
+                                                                       strict=True))]
     iris = formats.rows_from_event(events[6])
     assert iris.n_rows == 2 and iris.features["Petal Width"] == [1.4, 1.6]
 
@@ -469,7 +485,6 @@ def test_torchserve_png_event():
 @pytest.mark.parametrize(("change", "field", "needle"), [
     ({"Ce-Type": "foo"}, "ce-type", "unsupported event type 'foo'"),
     ({"Ce-Type": None}, "ce-type", "required"),
-    ({"Ce-Type": "io.seldon.serving.feedback"}, "ce-type", "/v1/labels"),
     ({"Ce-Specversion": "2.0"}, "ce-specversion", "2.0"),
     ({"Ce-Id": None}, "ce-id", "required"),
     ({"Content-Type": "application/cloudevents-batch+json"}, "content-type", "batched"),
@@ -484,6 +499,52 @@ def test_cloudevent_header_errors(change: dict[str, str | None], field: str, nee
             headers[k] = v
     err = oip_error(formats.decode_event, headers, body)
     assert err.field == field and needle in err.reason
+
+
+def test_seldon_feedback_event_is_decoded_as_feedback():
+    headers = {"Ce-Type": "io.seldon.serving.feedback", "Ce-Requestid": "p1", "Ce-Inferenceservicename": "m"}
+    body = {"response": {"meta": {"puid": "p1"}}, "truth": {"data": {"ndarray": [["yes"], ["no"]]}}}
+    event = formats.decode_event(headers, json.dumps(body).encode())
+    assert (event.kind, event.id, event.server) == ("feedback", "p1", "seldon")
+    assert kserve_v1.seldon_feedback(event.body) == ("p1", ["yes", "no"])
+    assert oip_error(formats.rows_from_event, event).field == "ce-type"
+    err = oip_error(kserve_v1.seldon_feedback, {"truth": {"data": {"ndarray": [[0.2, 0.8]]}}})
+    assert err.field == "truth.data.ndarray[0]"
+
+
+def test_seldon_json_and_str_data():
+    assert kserve_v1.parse_request({"jsonData": {"a": [1, 2], "b": ["x", "y"]}}) == (2, {"a": [1, 2], "b": ["x", "y"]})
+    assert kserve_v1.parse_request({"jsonData": [{"a": 1}, {"b": 2}]}) == (2, {"a": [1, None], "b": [None, 2]})
+    assert kserve_v1.parse_request({"jsonData": {"a": 1, "b": "x"}}) == (1, {"a": [1], "b": ["x"]})
+    assert kserve_v1.parse_request({"strData": '{"a": [3, 4]}'}) == (2, {"a": [3, 4]})
+    assert kserve_v1.parse_response({"jsonData": {"label": ["no", "yes"]}}) == ["no", "yes"]
+    assert "free text" in oip_error(kserve_v1.parse_request, {"strData": "the quick fox"}).reason
+    assert "holds no table" in oip_error(kserve_v1.parse_request, {"jsonData": "x"}).reason
+    assert oip_error(kserve_v1.parse_request, {"jsonData": {"a": [1], "b": [1, 2]}}).field == "jsonData.b"
+    assert oip_error(kserve_v1.parse_request, {"binData": "AAEC"}).field == "binData"
+
+
+def test_label_score_outputs():
+    body = {"predictions": [{"label": "POSITIVE", "score": 0.98},
+                            [{"label": "a", "score": 0.3}, {"label": "b", "score": 0.7}]]}
+    assert kserve_v1.parse_response(body) == [{"POSITIVE": 0.98}, {"a": 0.3, "b": 0.7}]
+    assert kserve_v1.parse_response({"jsonData": [{"label": "x", "score": 0.5}]}) == [{"x": 0.5}]
+    assert kserve_v1.parse_response({"predictions": [{"label": "x", "score": 0.5, "extra": 1}]}) == [
+        {"label": "x", "score": 0.5, "extra": 1}]                 # not the {label, score} shape: unchanged
+
+
+def test_gzip_bodies():
+    import gzip
+
+    from exporter.formats._common import decompress_body
+
+    raw = b'{"instances": [[1, 2]]}'
+    assert decompress_body(gzip.compress(raw), "gzip", 1000) == raw
+    assert decompress_body(gzip.compress(raw), None, 1000) == raw              # magic bytes
+    assert decompress_body(raw, None, 1000) == raw
+    assert "more than 100 bytes" in oip_error(decompress_body, gzip.compress(b" " * 5000), "gzip", 100).reason
+    assert oip_error(decompress_body, raw, "br", 1000).field == "content-encoding"
+    assert oip_error(decompress_body, b"\x1f\x8b\x08garbage", None, 1000).field == "body"
 
 
 def test_structured_mode_variants():
@@ -591,7 +652,7 @@ PARSERS = (formats.parse_request, formats.parse_response, oip.parse_request, oip
 
 
 def test_fuzz_bodies_only_raise_payload_error():
-    bodies = [load(rel) for rel in JSON_FIXTURES if (FIXTURES / rel).is_file()]
+    bodies = [load(rel) for rel in JSON_FIXTURES if (payload_dir() / rel).is_file()]
     if not bodies:
         pytest.skip("no fixtures")
     bodies += list(EXTRA_BODIES)
@@ -609,10 +670,10 @@ def test_fuzz_bodies_only_raise_payload_error():
 def test_fuzz_events_only_raise_payload_error():
     captures = []
     for rel in ("kserve/v1_logger_event_display.txt", "torchserve/kserve_logger_event_display_png.txt"):
-        if (FIXTURES / rel).is_file():
+        if (payload_dir() / rel).is_file():
             captures += [as_binary(a, d) for a, d in event_display(rel)]
     for rel in ("seldon/v1_logger_http_echo_capture.txt",):
-        if (FIXTURES / rel).is_file():
+        if (payload_dir() / rel).is_file():
             captures += echo_capture(rel)
     if not captures:
         pytest.skip("no fixtures")

@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import Clock, make_config, metric, serve, shop_model
+from helpers import Clock, classifier, make_config, metric, serve, shop_model, traffic
 from sklearn import metrics as skm
 
 from exporter.baseline import build_baseline
@@ -19,38 +19,10 @@ from exporter.config import (
     ModelConfig,
     QualityThreshold,
     SLOConfig,
-    WindowConfig,
 )
 from exporter.monitor import ModelMonitor
 from exporter.outcomes import LABEL_DELAY_BUCKETS
 from exporter.service import Service
-
-
-def classifier(clock: Clock | None = None, **cfg: object) -> ModelMonitor:
-    rng = np.random.default_rng(0)
-    n = 4_000
-    x = rng.normal(size=n)
-    p = 1 / (1 + np.exp(-2 * x))
-    train = pd.DataFrame({"x": x, "g": rng.choice(["a", "b", "c"], n),
-                          "pred": np.where(p > 0.5, "yes", "no"),
-                          "y": np.where(rng.random(n) < p, "yes", "no"), "conf": np.maximum(p, 1 - p)})
-    baseline = build_baseline(train, "m", prediction="pred", target="y", confidence="conf")
-    window = WindowConfig(window_seconds=3600, bucket_seconds=60, min_samples=100)
-    config = ModelConfig(name="m", window=window, positive_class="yes", **cfg)
-    return ModelMonitor(config, baseline, clock or Clock())
-
-
-def traffic(n: int, rng: np.random.Generator, flip_region: bool = False) -> tuple[Batch, np.ndarray, np.ndarray]:
-    """Predictions of a calibrated model and their labels; optionally concept drift for x > 0.5."""
-    x = rng.normal(size=n)
-    p = 1 / (1 + np.exp(-2 * x))
-    truth_p = np.where(x > 0.5, 1 - p, p) if flip_region else p
-    y = np.where(rng.random(n) < truth_p, "yes", "no")
-    groups = rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2])
-    batch = Batch(model="m", version="v1", size=n, features={"x": x, "g": groups.tolist()},
-                  predictions=[{"yes": float(q), "no": float(1 - q)} for q in p],
-                  ids=[f"id{i}" for i in range(n)], groups={"g": groups.tolist()})
-    return batch, p, y
 
 
 def test_labels_before_after_twice_never_and_unknown_are_each_counted():

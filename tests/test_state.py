@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from helpers import Clock, make_config, sample, training_frame
-from test_outcomes import classifier, traffic
+from helpers import Clock, classifier, make_config, sample, traffic, training_frame
 
 from exporter.baseline import build_baseline
 from exporter.config import Config, StateConfig

@@ -126,6 +126,8 @@ def decode_event(headers: Mapping[str, str], body: bytes, received_at: float | N
 def rows_from_event(event: InferenceEvent, feature_names: Sequence[str] | None = None,
                     output: str | None = None) -> EventRows:
     """Read an event's body: features of a request, predictions (or a failure) of a response."""
+    if event.kind == "feedback":
+        raise PayloadError("ce-type", "a feedback event carries labels, not an inference request or response")
     if event.kind == "request":
         fmt = request_format(event.body)
         n, features = fmt.parse_request(event.body, feature_names or None)

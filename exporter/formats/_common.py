@@ -7,6 +7,7 @@ on these helpers cannot turn a malformed body into a 500.
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -171,3 +172,45 @@ def text(value: Any) -> str | None:
         return None
     s = str(value).strip()
     return s or None
+
+
+def _is_label_score(value: Any) -> bool:
+    return (isinstance(value, dict) and len(value) == 2 and "label" in value and "score" in value
+            and isinstance(value["label"], (str, int)) and not isinstance(value["label"], bool))
+
+
+def label_scores(value: Any) -> Any:
+    """``{"label", "score"}`` objects (Hugging Face pipelines, many custom servers) → ``{label: score}``.
+
+    One object or a list of them (top-k) per record becomes one mapping, which the monitor reads as
+    class probabilities; anything else is returned unchanged.
+    """
+    if _is_label_score(value):
+        return {str(value["label"]): value["score"]}
+    if isinstance(value, list) and value and all(_is_label_score(v) for v in value):
+        return {str(v["label"]): v["score"] for v in value}
+    return value
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def decompress_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """Undo gzip (``Content-Encoding: gzip`` or the gzip magic bytes) with a cap on the result.
+
+    Loggers and proxies may compress bodies; the cap keeps a small compressed body from growing
+    past the server's body limit. Any other encoding than gzip/identity is refused with a reason.
+    """
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("", "identity") and not raw.startswith(GZIP_MAGIC):
+        return raw
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        raise PayloadError("content-encoding", f"unsupported encoding {encoding[:40]!r} (mlmon reads gzip)")
+    inflater = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
+    try:
+        out = inflater.decompress(raw, limit + 1)
+    except zlib.error as exc:
+        raise PayloadError("body", f"not valid gzip: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadError("body", f"decompresses to more than {limit} bytes (server.max_body_bytes)")
+    return out

@@ -35,13 +35,14 @@ from exporter.batch import PayloadError
 from exporter.formats._common import load_json, text, type_name
 from exporter.formats.oip import model_info
 
-Kind = Literal["request", "response"]
+Kind = Literal["request", "response", "feedback"]
 
 EVENT_TYPES: dict[str, tuple[str, Kind]] = {
     "org.kubeflow.serving.inference.request": ("kserve", "request"),
     "org.kubeflow.serving.inference.response": ("kserve", "response"),
     "io.seldon.serving.inference.request": ("seldon", "request"),
     "io.seldon.serving.inference.response": ("seldon", "response"),
+    "io.seldon.serving.feedback": ("seldon", "feedback"),
 }
 SPEC_VERSIONS = frozenset({"1.0", "0.3"})
 STRUCTURED = "application/cloudevents+json"
@@ -133,9 +134,6 @@ def _build(attrs: dict[str, str], body: Any, received_at: float, prefix: str) ->
         raise PayloadError(f"{prefix}type", "is required (e.g. org.kubeflow.serving.inference.request)")
     known = EVENT_TYPES.get(etype)
     if known is None:
-        if etype == "io.seldon.serving.feedback":
-            raise PayloadError(f"{prefix}type", "Seldon feedback events are not inference payloads; "
-                                                "send ground truth to POST /v1/labels")
         raise PayloadError(f"{prefix}type", f"unsupported event type {etype[:100]!r} (expected one of "
                                             f"{', '.join(EVENT_TYPES)})")
     server, kind = known
@@ -170,7 +168,7 @@ def _build(attrs: dict[str, str], body: Any, received_at: float, prefix: str) ->
 def decode_binary(headers: Mapping[str, str], body: bytes, received_at: float | None = None) -> InferenceEvent:
     """Binary mode: attributes from ``ce-*`` headers (percent-decoded, per the HTTP binding)."""
     h = _lower(headers)
-    attrs = {k[3:]: unquote(v) for k, v in h.items() if k.startswith("ce-") and len(k) > 3}
+    attrs = {k[3:]: unquote(v) if "%" in v else v for k, v in h.items() if k.startswith("ce-") and len(k) > 3}
     if "type" not in attrs:
         raise PayloadError("ce-type", "header is required: expected a CloudEvent in binary mode (ce-* headers) "
                                       f"or structured mode (Content-Type: {STRUCTURED})")

@@ -28,6 +28,8 @@ from exporter.formats._common import (
     cell,
     column_names,
     ensure_json,
+    label_scores,
+    load_json,
     positional_columns,
     prediction_cell,
     require_list,
@@ -40,6 +42,8 @@ from exporter.formats._common import (
 REQUEST_KEYS = ("instances", "inputs", "examples", "data")
 RESPONSE_KEYS = ("predictions", "outputs", "results", "data")
 _SELDON_OPAQUE = ("jsonData", "strData", "binData")
+_NO_TABLE = ("holds no table: expected {column: [values]}, [{feature: value}, ...], [[values], ...] "
+             "or {feature: value}")
 
 
 def _keys(body: dict[str, Any]) -> str:
@@ -136,11 +140,45 @@ def _seldon_tensor(data: dict[str, Any], key: str) -> list[Any]:
     return reshape(values, shape)
 
 
+def _json_table(value: Any, field: str) -> tuple[list[Any], list[str] | None]:
+    """Seldon ``jsonData`` (or JSON inside ``strData``) → records, when it is a table."""
+    if isinstance(value, list) and value:
+        if all(isinstance(r, dict) for r in value) or not any(isinstance(r, dict) for r in value):
+            return value, None
+    elif isinstance(value, dict) and value:
+        cols = list(value.values())
+        if all(isinstance(c, list) for c in cols):
+            n = len(cols[0])
+            for name, col in value.items():
+                if len(col) != n:
+                    raise PayloadError(f"{field}.{name}", f"{len(col)} values, but the first column has {n}")
+            return [list(row) for row in zip(*cols, strict=True)], [str(k) for k in value]
+        if not any(isinstance(c, (list, dict)) for c in cols):
+            return [cols], [str(k) for k in value]
+    raise PayloadError(field, _NO_TABLE)
+
+
 def _seldon_records(body: dict[str, Any]) -> tuple[list[Any], list[str] | None, str]:
-    for key in _SELDON_OPAQUE:
-        if key in body and "data" not in body:
-            raise PayloadError(key, f"Seldon {key} payloads carry no tabular features or predictions; "
-                                    "send data.ndarray or data.tensor")
+    if "data" not in body:
+        if "jsonData" in body:
+            records, names = _json_table(body["jsonData"], "jsonData")
+            return records, names, "jsonData"
+        if "strData" in body:
+            raw = body["strData"]
+            if not isinstance(raw, str):
+                raise PayloadError("strData", f"expected a string, got {type_name(raw)}")
+            try:
+                parsed = load_json(raw, "strData") if raw.lstrip()[:1] in ("{", "[") else None
+            except PayloadError:
+                parsed = None
+            if parsed is None:
+                raise PayloadError("strData", "holds free text, not a table of features or predictions; send "
+                                              "data.ndarray, data.tensor, or JSON rows in jsonData")
+            records, names = _json_table(parsed, "strData")
+            return records, names, "strData"
+        if "binData" in body:
+            raise PayloadError("binData", "Seldon binData payloads carry no tabular features or predictions; "
+                                          "send data.ndarray or data.tensor")
     data = require_object(body["data"], "data")
     names = _names(data.get("names"), "data.names")
     if "ndarray" in data:
@@ -216,6 +254,7 @@ def _seldon_predictions(body: dict[str, Any]) -> list[Any]:
     records, names, _ = _seldon_records(body)
     out: list[Any] = []
     for row in records:
+        row = label_scores(row)
         if isinstance(row, list) and len(row) > 1 and names and len(names) == len(row) \
                 and not any(isinstance(v, (list, dict)) for v in row):
             out.append(dict(zip(names, row, strict=True)))
@@ -237,7 +276,8 @@ def parse_response(body: Any, output: str | None = None) -> list[Any]:
         raise PayloadError("body", f"is an error response: {error}")
     if "predictions" in body:
         preds = require_list(body["predictions"], "predictions")
-        return [prediction_cell(_select(unwrap_b64(p), output, f"predictions[{i}]")) for i, p in enumerate(preds)]
+        return [prediction_cell(label_scores(_select(unwrap_b64(p), output, f"predictions[{i}]")))
+                for i, p in enumerate(preds)]
     if "outputs" in body:
         outputs = body["outputs"]
         if isinstance(outputs, dict):
@@ -272,3 +312,32 @@ def response_error(body: Any) -> str | None:
         parts = [str(status[k]) for k in ("code", "reason", "info") if status.get(k) not in (None, "")]
         return " ".join(parts)[:500] or "FAILURE"
     return None
+
+
+def seldon_feedback(body: Any) -> tuple[str | None, list[Any]]:
+    """Seldon v1 feedback ``{"request", "response", "truth", "reward"}`` → ``(puid, labels)``.
+
+    The prediction's id is the ``meta.puid`` Seldon stamped on the response (else the request);
+    ``truth`` is a Seldon message with one row per record, each a single value (the true class or
+    target). Feedback without ``truth`` carries only a reward and gives no label.
+    """
+    body = require_object(ensure_json(body))
+    puid = None
+    for part in ("response", "request"):
+        meta = body.get(part, {}).get("meta") if isinstance(body.get(part), dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("puid"), str) and meta["puid"]:
+            puid = meta["puid"]
+            break
+    if "truth" not in body:
+        raise PayloadError("truth", "is required: feedback without truth (a reward only) carries no label")
+    truth = require_object(body["truth"], "truth")
+    if "data" not in truth:
+        raise PayloadError("truth.data", "is required (ndarray or tensor with one row per record)")
+    records, _, field = _seldon_records(truth)
+    labels: list[Any] = []
+    for i, row in enumerate(records):
+        value = prediction_cell(row)
+        if isinstance(value, (list, dict)):
+            raise PayloadError(f"truth.{field}[{i}]", "expected one value per record (the true class or target)")
+        labels.append(value)
+    return puid, labels

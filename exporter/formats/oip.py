@@ -69,7 +69,7 @@ class Tensor:
         if not self.shape:
             return [self.data[0]]
         n, rest = self.shape[0], self.shape[1:]
-        size = math.prod(rest)
+        size = rest[0] if len(rest) == 1 else math.prod(rest)
         if size == 1:
             return list(self.data)
         return [reshape(self.data[i * size:(i + 1) * size], rest) for i in range(n)]
@@ -84,6 +84,8 @@ def _shape(item: dict[str, Any], field: str, allow_strings: bool) -> tuple[int, 
                                              f"{type_name(raw)} {str(raw)[:40]}")
     if len(raw) > MAX_RANK:
         raise PayloadError(f"{field}.shape", f"has {len(raw)} dimensions; at most {MAX_RANK} are supported")
+    if all(type(d) is int and d >= 0 for d in raw):  # the usual case, without per-dimension checks
+        return tuple(raw)
     dims = []
     for j, d in enumerate(raw):
         if allow_strings and isinstance(d, str) and d.isdigit() and d.isascii():
