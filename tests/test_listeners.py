@@ -78,11 +78,13 @@ CREDENTIALS = {
     "basic right": {"Authorization": requests.auth._basic_auth_str(USER, PASSWORD)},
     "basic wrong": {"Authorization": requests.auth._basic_auth_str(USER, "guess")},
 }
-ROUTES = [("POST", "/v1/predictions"), ("POST", "/v1/labels"), ("POST", "/v1/events"), ("GET", "/v1/models"),
+ROUTES = [("POST", "/v1/predictions"), ("POST", "/v1/labels"), ("POST", "/v1/events"), ("POST", "/v1/client-stats"),
+          ("GET", "/v1/models"),
           ("GET", "/openapi.json"), ("GET", "/metrics"), ("GET", "/healthz"), ("GET", "/readyz")]
 BODIES = {"/v1/predictions": {"model": "shop", "records": rows(2)},
           "/v1/labels": {"model": "shop", "labels": [{"id": "r0", "label": "yes"}]},
-          "/v1/events": {"instances": [[1, 2]]}}
+          "/v1/events": {"instances": [[1, 2]]},
+          "/v1/client-stats": {"model": "shop", "client_id": "matrix", "dropped": 1}}
 
 
 def expected(listener: str, method: str, path: str, cred: str) -> int:
@@ -93,7 +95,8 @@ def expected(listener: str, method: str, path: str, cred: str) -> int:
     if method == "POST":
         if cred != "ingest token":
             return 401
-        return {"/v1/predictions": 200, "/v1/labels": 200, "/v1/events": 202}[path] if here else 404
+        return {"/v1/predictions": 200, "/v1/labels": 200, "/v1/events": 202,
+                "/v1/client-stats": 200}[path] if here else 404
     if path in ("/healthz", "/readyz"):
         return 200 if here else 404
     if cred not in ("read token", "basic right"):
