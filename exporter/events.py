@@ -35,7 +35,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -113,6 +113,40 @@ class EventJoiner:
         self._bytes = 0
         self._stats: dict[str, Counter[str]] = {}
         self._lock = threading.Lock()
+
+    # ---- checkpoint ---------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """The halves waiting for their other half and the remembered identities, as JSON-ready data
+        (what ``state.write`` checkpoints). Times are wall-clock, so they stay valid across a restart."""
+        def plain(values: Any) -> Any:
+            return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+        with self._lock:
+            pending = [{"key": list(key), "id": h.id, "kind": h.kind, "model": h.model, "version": h.version,
+                        "time": h.time, "deadline": h.deadline, "nbytes": h.nbytes,
+                        "rows": {"kind": h.rows.kind, "n_rows": h.rows.n_rows, "format": h.rows.format,
+                                 "error": h.rows.error,
+                                 "features": {k: plain(v) for k, v in h.rows.features.items()},
+                                 "predictions": None if h.rows.predictions is None else plain(h.rows.predictions)}}
+                       for key, h in self._pending.items()]
+            done = [[list(key), kind, until] for (key, kind), until in self._done.items()]
+        return {"pending": pending, "done": done}
+
+    def restore(self, doc: dict[str, Any]) -> None:
+        """Load what ``state()`` wrote; halves past their deadline expire (as unanswered) on the next event."""
+        with self._lock:
+            for item in doc.get("pending", []):
+                key = cast(_Key, tuple(item["key"]))
+                r = item["rows"]
+                rows = EventRows(kind=r["kind"], n_rows=int(r["n_rows"]), features=r["features"],
+                                 predictions=r["predictions"], error=r["error"], format=r["format"])
+                self._pending[key] = _Half(id=item["id"], kind=item["kind"], model=item["model"],
+                                           version=item["version"], time=item["time"], rows=rows,
+                                           deadline=float(item["deadline"]), nbytes=int(item["nbytes"]))
+                self._bytes += int(item["nbytes"])
+            for key, kind, until in doc.get("done", []):
+                self._done[(cast(_Key, tuple(key)), kind)] = float(until)
 
     # ---- public API ---------------------------------------------------------------------
 

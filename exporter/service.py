@@ -59,15 +59,16 @@ class Service:
         self._last_checkpoint = clock()
         self._checkpoint_duration = 0.0
         self._checkpoint_failures = 0
-        if self._state_dir is not None and state.restore(self._state_dir, self.monitors) == "aside":
-            self.monitors = self._fresh_monitors()  # nothing half-loaded survives a bad checkpoint
         self._unattributed: Counter[tuple[str, str]] = Counter()
         self._client_loss: Counter[tuple[str, str]] = Counter()
         self.proxy_stats: Callable[[], dict[str, Any]] | None = None
         """Set by ``mlmon proxy``: its request and monitoring counters, for /metrics."""
         self._clients: dict[tuple[str, str], dict[str, int]] = {}
-        self.joiner = EventJoiner(config.events, known_models=[m.name for m in config.models],
-                                  feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
+        self.joiner = self._new_joiner()
+        if self._state_dir is not None and \
+                state.restore(self._state_dir, self.monitors, self.joiner.restore) == "aside":
+            # Nothing half-loaded survives a bad checkpoint: fresh monitors and joiner.
+            self.monitors, self.joiner = self._fresh_monitors(), self._new_joiner()
         self._lock = threading.Lock()
         self._event_lock = threading.Lock()
         self._event_batches: list[Batch] = []
@@ -84,6 +85,11 @@ class Service:
                                               self.unattributed_rejections, self._on_scrape,
                                               self.checkpoint_stats, events=self.event_stats))
         self.selfmon = SelfMonitor(self.registry)
+
+    def _new_joiner(self) -> EventJoiner:
+        config = self.config
+        return EventJoiner(config.events, known_models=[m.name for m in config.models],
+                           feature_names=lambda name: ((m := config.model(name)) and m.feature_names) or None)
 
     def _fresh_monitors(self) -> dict[str, ModelMonitor]:
         return {m.name: ModelMonitor(m, self._baselines[m.name], self.clock) for m in self.config.models}
@@ -252,7 +258,7 @@ class Service:
         with self._checkpoint_lock:
             started = time.monotonic()
             try:
-                state.write(self._state_dir, self.monitors, self.clock())
+                state.write(self._state_dir, self.monitors, self.clock(), self.joiner.state())
             except Exception:  # a full disk must not stop monitoring; the failure is exported
                 self._checkpoint_failures += 1
                 log.exception("checkpoint to %s failed", self._state_dir)

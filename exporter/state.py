@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,9 @@ class IncompatibleCheckpoint(ValueError):
     """The checkpoint is readable but was written for another format or configuration."""
 
 
-def write(directory: Path, monitors: dict[str, ModelMonitor], now: float) -> Path:
-    """Write every monitor's state atomically; returns the checkpoint's path."""
+def write(directory: Path, monitors: dict[str, ModelMonitor], now: float,
+          events: dict[str, Any] | None = None) -> Path:
+    """Write every monitor's state, and the event joiner's pending halves, atomically; returns the path."""
     directory.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
     models = []
@@ -52,7 +54,7 @@ def write(directory: Path, monitors: dict[str, ModelMonitor], now: float) -> Pat
         model_arrays, meta = monitor.state()
         arrays.update({f"{i}/{k}": v for k, v in model_arrays.items()})
         models.append({"name": name, "fingerprint": monitor.fingerprint(), "state": meta})
-    meta_doc = {"format": FORMAT_VERSION, "written_at": now, "models": models}
+    meta_doc = {"format": FORMAT_VERSION, "written_at": now, "models": models, "events": events}
     arrays[_META] = np.frombuffer(json.dumps(meta_doc).encode(), dtype=np.uint8)
     path = directory / FILE_NAME
     tmp = directory / f".{FILE_NAME}.{os.getpid()}.tmp"
@@ -82,7 +84,8 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return meta, arrays
 
 
-def restore(directory: Path, monitors: dict[str, ModelMonitor]) -> str:
+def restore(directory: Path, monitors: dict[str, ModelMonitor],
+            events: Callable[[dict[str, Any]], None] | None = None) -> str:
     """Load the checkpoint into fresh monitors: ``restored``, ``none`` (no file) or ``aside`` (set aside,
     the caller then rebuilds its monitors: one model may already hold loaded state).
 
@@ -103,6 +106,8 @@ def restore(directory: Path, monitors: dict[str, ModelMonitor]) -> str:
             i, model = by_name[name]
             prefix = f"{i}/"
             monitor.restore({k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}, model["state"])
+        if events is not None and meta.get("events"):
+            events(meta["events"])
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError, io.UnsupportedOperation) as exc:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}")
         os.replace(path, aside)

@@ -193,3 +193,26 @@ def test_state_config_is_read_and_checked(tmp_path: Path) -> None:
         config_from_dict({"state": {"dir": "st", "checkpoint_interval": "soon"}, "models": models}, base_dir=tmp_path)
     with pytest.raises(ConfigError, match=r"state.*unknown key"):
         config_from_dict({"state": {"path": "st"}, "models": models}, base_dir=tmp_path)
+
+
+def test_a_logged_request_waiting_at_a_restart_joins_its_response_after_it(tmp_path: Path) -> None:
+    """The event joiner's pending halves are checkpointed too: a KServe request logged before a
+    redeploy pairs with its response logged after it, as one record."""
+    from exporter.formats import decode_event
+
+    clock = Clock()
+    common = {"ce-specversion": "1.0", "ce-id": "req-7", "ce-source": "test", "ce-inferenceservicename": "m",
+              "ce-component": "predictor", "content-type": "application/json"}
+    first = _service(tmp_path, clock)
+    first.handle_event(decode_event({**common, "ce-type": "org.kubeflow.serving.inference.request"},
+                                    json.dumps({"instances": [{"x": 0.3, "g": "a"}]}).encode()))
+    assert first.joiner.pending == 1
+    first.stop()
+    second = _service(tmp_path, clock)
+    assert second.joiner.pending == 1
+    second.handle_event(decode_event({**common, "ce-type": "org.kubeflow.serving.inference.response"},
+                                     json.dumps({"predictions": ["yes"]}).encode()))
+    second.flush_events()
+    assert second.joiner.pending == 0
+    assert second.joiner.stats()["m"]["paired"] == 1
+    assert second.monitors["m"].snapshot().window_samples == 1
