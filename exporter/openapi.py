@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import __version__
+from exporter.formats.native import MAX_LATENCY_SECONDS
 
 EVENT_TYPES = ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response",
                "io.seldon.serving.inference.request", "io.seldon.serving.inference.response"]
@@ -33,7 +34,7 @@ _SCHEMAS: dict[str, Any] = {
     "Record": {"type": "object", "required": ["features"], "properties": {
         "id": _ID, "features": {"type": "object", "additionalProperties": _NULLABLE_SCALAR},
         "prediction": _PREDICTION,
-        "latency_seconds": {"type": "number", "minimum": 0, "nullable": True},
+        "latency_seconds": {"type": "number", "minimum": 0, "maximum": MAX_LATENCY_SECONDS, "nullable": True},
         "error": {"nullable": True, "oneOf": [{"type": "boolean"}, {"type": "string"}]},
         "groups": {"type": "object", "nullable": True, "additionalProperties": _NULLABLE_SCALAR}}},
     "RowBatch": {"type": "object", "required": ["model", "records"], "properties": {
@@ -44,7 +45,8 @@ _SCHEMAS: dict[str, Any] = {
         "features": {"type": "object", "additionalProperties": {"type": "array", "items": _NULLABLE_SCALAR}},
         "ids": {"type": "array", "items": _ID},
         "predictions": {"type": "array", "items": _PREDICTION},
-        "latency_seconds": {"type": "array", "items": {"type": "number", "minimum": 0, "nullable": True}},
+        "latency_seconds": {"type": "array", "items": {"type": "number", "minimum": 0, "maximum": MAX_LATENCY_SECONDS,
+                                                       "nullable": True}},
         "errors": {"type": "array", "items": {"type": "boolean", "nullable": True}},
         "groups": {"type": "object", "additionalProperties": {"type": "array", "items": _NULLABLE_SCALAR}}}},
     "IngestResult": {"type": "object", "required": ["accepted", "rejected"], "properties": {

@@ -7,7 +7,6 @@ kept. Feature *values* are not judged here; the monitor counts them as data-qual
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -27,11 +26,16 @@ def _name(data: dict[str, Any], key: str, default: str | None = None) -> str:
     return str(value)
 
 
+MAX_LATENCY_SECONDS = 86_400.0
+"""A latency above a day is not a latency; accepting 1e308 would make the histogram's sum +Inf for good."""
+_LATENCY_PROBLEM = f"must be a number of seconds from 0 to {MAX_LATENCY_SECONDS:,.0f}"
+
+
 def _check_latency(value: Any) -> str | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return "must be a non-negative number of seconds"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_LATENCY_SECONDS:
+        return _LATENCY_PROBLEM
     return None
 
 
@@ -154,9 +158,9 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
             continue
         if key == "latency_seconds" and set(map(type, col)) <= {int, float}:
             arr = np.asarray(col, dtype=np.float64)
-            invalid = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+            invalid = np.flatnonzero(~((arr >= 0) & (arr <= MAX_LATENCY_SECONDS)))  # NaN fails both
             for i in invalid.tolist():
-                bad.setdefault(i, Rejection(i, f"latency_seconds[{i}]", "must be a non-negative number of seconds"))
+                bad.setdefault(i, Rejection(i, f"latency_seconds[{i}]", _LATENCY_PROBLEM))
             continue
         for i, v in enumerate(col):
             why = check(v)
