@@ -23,6 +23,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         config = load_config(args.config)
+        if config.state.dir is not None:
+            from exporter.state import pin_hash_seed
+
+            pin_hash_seed(config.state.dir)  # may re-execute this process (see its docstring)
         if args.listen:
             from dataclasses import replace
 

@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 import zipfile
 from collections.abc import Callable
@@ -40,6 +41,30 @@ class CheckpointStats:
     failures: int
 
 
+HASH_SEED_FILE = "hashseed"
+_HASH_PROBE = "mlmon-hash-probe"
+
+
+def pin_hash_seed(directory: Path) -> None:
+    """Make this process hash strings as the one that wrote the checkpoint, re-executing if needed.
+
+    The pending-label store keys predictions by Python's ``hash()`` of their ids, and string hashes
+    are salted per process: a restored store would never match a label sent after a restart. The
+    salt is kept, random and private (a public fixed one would invite hash flooding with crafted
+    ids), in ``<state.dir>/hashseed``; when ``PYTHONHASHSEED`` differs, the process replaces itself
+    (same pid, before any port is bound) with the same command line and that seed.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / HASH_SEED_FILE
+    if not path.exists():
+        tmp = directory / f".{HASH_SEED_FILE}.{os.getpid()}.tmp"
+        tmp.write_text(str(int.from_bytes(os.urandom(4), "big")))
+        os.replace(tmp, path)
+    seed = path.read_text().strip()
+    if os.environ.get("PYTHONHASHSEED") != seed:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], {**os.environ, "PYTHONHASHSEED": seed})
+
+
 class IncompatibleCheckpoint(ValueError):
     """The checkpoint is readable but was written for another format or configuration."""
 
@@ -54,7 +79,8 @@ def write(directory: Path, monitors: dict[str, ModelMonitor], now: float,
         model_arrays, meta = monitor.state()
         arrays.update({f"{i}/{k}": v for k, v in model_arrays.items()})
         models.append({"name": name, "fingerprint": monitor.fingerprint(), "state": meta})
-    meta_doc = {"format": FORMAT_VERSION, "written_at": now, "models": models, "events": events}
+    meta_doc = {"format": FORMAT_VERSION, "written_at": now, "models": models, "events": events,
+                "hash_probe": hash(_HASH_PROBE)}
     arrays[_META] = np.frombuffer(json.dumps(meta_doc).encode(), dtype=np.uint8)
     path = directory / FILE_NAME
     tmp = directory / f".{FILE_NAME}.{os.getpid()}.tmp"
@@ -96,6 +122,10 @@ def restore(directory: Path, monitors: dict[str, ModelMonitor],
         return "none"
     try:
         meta, arrays = _read(path)
+        if meta.get("hash_probe") != hash(_HASH_PROBE):
+            raise IncompatibleCheckpoint("written by a process that hashes ids differently: its pending "
+                                         "predictions could never be joined (run `mlmon serve`, which keeps the "
+                                         "hash seed in the state directory, or set PYTHONHASHSEED)")
         by_name = {m["name"]: (i, m) for i, m in enumerate(meta["models"])}
         for name, monitor in monitors.items():
             if name in by_name and by_name[name][1]["fingerprint"] != monitor.fingerprint():

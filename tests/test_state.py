@@ -136,13 +136,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_sigkill_loses_at_most_the_last_checkpoint_interval(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "interval", "wait"), [(signal.SIGKILL, "1s", 2.5), (signal.SIGTERM, "1h", 0.0)],
+                         ids=["sigkill-loses-at-most-one-interval", "sigterm-checkpoints-on-the-way-out"])
+def test_a_real_sidecar_keeps_its_state_across_a_kill(tmp_path: Path, sig: int, interval: str, wait: float) -> None:
+    """``mlmon serve`` as a process: after SIGKILL at most the last checkpoint interval is lost; after
+    SIGTERM (checkpoints an hour apart, so only the one written on the way out exists) nothing is. A
+    label sent after the restart joins its pre-restart prediction."""
     base = build_baseline(training_frame(), "shop", prediction="prediction", target="target")
     base.save(tmp_path / "shop.json")
     port = _free_port()
     (tmp_path / "mlmon.yaml").write_text(json.dumps({
         "server": {"listen": f"127.0.0.1:{port}"},
-        "state": {"dir": "state", "checkpoint_interval": "1s"},
+        "state": {"dir": "state", "checkpoint_interval": interval},
         "models": [{"name": "shop", "baseline": "shop.json"}]}))
     url = f"http://127.0.0.1:{port}"
 
@@ -167,16 +172,19 @@ def test_sigkill_loses_at_most_the_last_checkpoint_interval(tmp_path: Path) -> N
     try:
         assert requests.post(url + "/v1/predictions", json={"model": "shop", "records": records},
                              timeout=10).status_code == 200
-        time.sleep(2.5)  # at least two checkpoint intervals
+        time.sleep(wait)  # SIGKILL: at least two checkpoint intervals
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        proc.send_signal(sig)
+        assert proc.wait(30) in ((0,) if sig == signal.SIGTERM else (-signal.SIGKILL,))
     proc = start()
     try:
         text = requests.get(url + "/metrics", timeout=10).text
         assert sample(text, "mlmon_labels_pending", model="shop") == 300
         assert sample(text, "mlmon_window_samples", model="shop") == 300
         assert (sample(text, "mlmon_checkpoint_age_seconds") or 0) < 5
+        joined = requests.post(url + "/v1/labels", json={"model": "shop", "labels": [{"id": "k0", "label": "yes"}]},
+                               timeout=10).json()
+        assert joined["matched"] == 1, joined
     finally:
         proc.terminate()
         proc.wait(10)
@@ -216,3 +224,17 @@ def test_a_logged_request_waiting_at_a_restart_joins_its_response_after_it(tmp_p
     assert second.joiner.pending == 0
     assert second.joiner.stats()["m"]["paired"] == 1
     assert second.monitors["m"].snapshot().window_samples == 1
+
+
+def test_a_checkpoint_from_a_process_that_hashes_ids_differently_is_set_aside(tmp_path: Path, monkeypatch,
+                                                                                caplog) -> None:
+    """Pending predictions are keyed by hash(id); a process salted differently could never join them."""
+    from exporter import state
+
+    _checkpointed(tmp_path, Clock()).stop()
+    monkeypatch.setattr(state, "_HASH_PROBE", "another probe string, another hash")
+    with caplog.at_level("ERROR"):
+        fresh = _service(tmp_path, Clock())
+    assert fresh.monitors["m"].snapshot().window_samples == 0
+    assert "hashes ids differently" in caplog.text
+    assert list(tmp_path.glob(f"{FILE_NAME}.corrupt-*"))
