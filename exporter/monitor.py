@@ -104,7 +104,8 @@ class FeatureDrift:
     """The threshold in force for the detection method at this window's n (empty below min_samples)."""
     detection: str
     detected: bool | None
-    """None when neither window holds ``min_samples`` values of this feature."""
+    """None when the full window holds fewer than ``min_samples`` values of this feature (the recent
+    window, part of it, then holds fewer too)."""
     recent_samples: int = 0
     recent_score: float | None = None
     recent_threshold: float | None = None
@@ -636,26 +637,22 @@ class ModelMonitor:
         thresholds = self._thresholds(g, current, samples, both, "full")
         out = []
         for r, profile in enumerate(g.profiles):
-            n, detection = int(samples[r]), g.detections[r]
-            fleet = (float(g.fleet_critical[r, 0]), float(g.fleet_critical[r, 1]))
-            rn = int(r_samples[r])
-            recent_ok = recent_counts is not None and rn >= min_samples
+            n, rn, detection = int(samples[r]), int(r_samples[r]), g.detections[r]
+            # The recent window is part of the full one: below min_samples there, nothing is judged.
+            judged = n >= min_samples
+            recent_ok = judged and recent_counts is not None and rn >= min_samples
             r_score = float(r_scores[detection][r]) if recent_ok else None
             r_thr = float(r_thresholds[r]) if recent_ok else None
-            recent_hit = recent_ok and bool(r_score > r_thr)  # type: ignore[operator]
-            if n < min_samples:
-                detected = True if recent_hit else (False if recent_ok else None)
-                out.append(FeatureDrift(profile.name, profile.kind, n, {}, {}, {}, detection, detected,
-                                        rn, r_score, r_thr, float(g.min_effect[r]), fleet,
-                                        float(g.fleet_min_effect[r])))
-                continue
-            row_scores = {m: float(v[r]) for m, v in scores.items()}
-            row_p = {m: float(v[r]) for m, v in pvalues.items()}
             thr = float(thresholds[r])
-            detected = bool(row_scores[detection] > thr) or recent_hit
-            out.append(FeatureDrift(profile.name, profile.kind, n, row_scores, row_p, {detection: thr}, detection,
-                                    detected, rn, r_score, r_thr, float(g.min_effect[r]), fleet,
-                                        float(g.fleet_min_effect[r])))
+            row_scores = {m: float(v[r]) for m, v in scores.items()} if judged else {}
+            detected = (bool(row_scores[detection] > thr) or bool(recent_ok and r_scores[detection][r] > r_thr)
+                        if judged else None)
+            out.append(FeatureDrift(
+                profile.name, profile.kind, n, row_scores,
+                {m: float(v[r]) for m, v in pvalues.items()} if judged else {},
+                {detection: thr} if judged else {}, detection, detected, rn, r_score, r_thr,
+                float(g.min_effect[r]), (float(g.fleet_critical[r, 0]), float(g.fleet_critical[r, 1])),
+                float(g.fleet_min_effect[r])))
         return out
 
     @property
