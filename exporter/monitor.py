@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from exporter import calibration, drift
-from exporter.batch import Batch, Rejection
+from exporter.batch import Batch, Rejection, all_strings
 from exporter.config import ModelConfig
 from exporter.limits import safe_label
 from exporter.outcomes import LabelResult, OutcomeCounters, OutcomeTracker, QualityEvaluation, meets
@@ -282,7 +282,7 @@ class ModelMonitor:
 
     def _prediction_keys(self, predictions: list[Any]) -> list[Any]:
         """The predicted class per record (classification) or the raw value (regression)."""
-        if self.baseline.task == "regression" or set(map(type, predictions)) == {str}:
+        if self.baseline.task == "regression" or all_strings(predictions):
             return predictions
         classes = self.baseline.classes
         out = []
@@ -378,7 +378,8 @@ class ModelMonitor:
                                   self._group_values(batch.groups), now)
         classes: Counter[str] = Counter()
         if pred_keys is not None and self.baseline.task != "regression":
-            classes.update(k for k in pred_keys if k is not None)
+            classes.update(pred_keys)
+            classes.pop(None, None)  # type: ignore[call-overload]
 
         with self._lock:
             self._window.add(now, vector)

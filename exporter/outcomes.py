@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from exporter import performance
-from exporter.batch import Rejection
+from exporter.batch import Rejection, all_strings
 from exporter.config import HIGHER_IS_BETTER, ModelConfig
 from exporter.pending import UNMATCHED, PendingStore
 from exporter.profile import OTHER, Baseline, category_key
@@ -73,7 +73,7 @@ class _Index:
 
     def indices(self, values: list[Any]) -> np.ndarray:
         """``get`` for a whole column; at C speed when the index is fixed and every value a string."""
-        if self.frozen and set(map(type, values)) == {str}:
+        if self.frozen and all_strings(values):
             return np.fromiter(map(self._index.get, values, repeat(self.cap)), dtype=np.int64, count=len(values))
         return np.array([self.get(v) for v in values], dtype=np.int64)
 
@@ -210,6 +210,8 @@ class OutcomeTracker:
     def probabilities(self, predictions: list[Any]) -> np.ndarray | None:
         """n × classes matrix of sent probabilities (NaN rows where none were sent)."""
         if self.regression or not self.classes:
+            return None
+        if all_strings(predictions):  # class names only: nothing to read
             return None
         c = len(self.classes)
         out = np.full((len(predictions), c), np.nan, dtype=np.float64)

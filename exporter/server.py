@@ -17,7 +17,9 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -42,13 +44,27 @@ from exporter.webconfig import ReadAuth, WebConfig, load_web_config
 log = logging.getLogger("mlmon.http")
 
 
+Reply = tuple[int, Any]
+"""A status and the JSON body to send: what a POST handler returns, whichever path served it."""
+PostHandler = Callable[[bytes, Mapping[str, str]], Reply]
+"""A POST route: raw body and lower-cased headers in, reply out. Free of Flask, so that the
+fast path and Flask serve the same code."""
+
+
+def _dumps(body: Any) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
 def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), status=status,
-                    mimetype="application/json")
+    return Response(_dumps(body), status=status, mimetype="application/json")
 
 
 def _error(status: int, message: str, **extra: Any) -> Response:
-    return _json({"error": message, **extra}, status)
+    return _json(_problem(message, **extra), status)
+
+
+def _problem(message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": message, **extra}
 
 
 JSON_TYPES = ("application/json", "application/cloudevents+json", "application/cloudevents-batch+json")
@@ -63,109 +79,149 @@ def _json_type(mimetype: str) -> bool:
     return mimetype in JSON_TYPES or (mimetype.startswith("application/") and mimetype.endswith("+json"))
 
 
-def create_app(service: Service, token: str | None = None, read_auth: ReadAuth | None = None,
-               groups: tuple[str, ...] = ROUTE_GROUPS) -> Flask:
-    """Build the app. ``token``, when set, is required as a bearer token on every POST;
-    ``read_auth`` guards the GET routes other than the probes; ``groups`` picks the routes served."""
-    app = Flask("mlmon")
-    app.config["MAX_CONTENT_LENGTH"] = service.config.server.max_body_bytes
-    expected = f"Bearer {token}".encode() if token else None
+def _mimetype(content_type: str) -> str:
+    return content_type.split(";", 1)[0].strip().lower()
 
-    @app.before_request
-    def _authorise() -> Response | None:
-        if request.method == "POST":
-            if expected is not None:
-                given = request.headers.get("Authorization", "").encode("latin-1", "replace")
-                if not hmac.compare_digest(given, expected):
-                    return _error(401, "missing or wrong bearer token in the Authorization header")
-            if not _json_type(request.mimetype):
-                service.count_unattributed("unsupported_media_type")
-                return _error(415, f"Content-Type must be application/json (or a +json type), "
-                                   f"not {request.mimetype or 'none'}", field="Content-Type")
-            return None
-        if read_auth is not None and read_auth.enabled and request.path not in PROBES \
-                and not read_auth.allows(request.headers.get("Authorization")):
-            response = _error(401, "missing or wrong credentials for this route (server.web_config_file "
-                                   "basic_auth_users or server.read_token_env)")
-            response.headers["WWW-Authenticate"] = read_auth.challenge
-            return response
+
+class _PostGate:
+    """What every POST passes before its handler: the bearer token (compared in constant time)
+    and a JSON content type, so a web page cannot POST cross-site without a CORS preflight."""
+
+    def __init__(self, service: Service, token: str | None) -> None:
+        self.service = service
+        self.expected = f"Bearer {token}".encode() if token else None
+
+    def check(self, authorization: str, mimetype: str) -> Reply | None:
+        if self.expected is not None:
+            given = authorization.encode("latin-1", "replace")
+            if not hmac.compare_digest(given, self.expected):
+                return 401, _problem("missing or wrong bearer token in the Authorization header")
+        if not _json_type(mimetype):
+            self.service.count_unattributed("unsupported_media_type")
+            return 415, _problem(f"Content-Type must be application/json (or a +json type), not {mimetype or 'none'}",
+                                 field="Content-Type")
         return None
 
-    def _body() -> Any:
-        raw = decompress_body(request.get_data(cache=False), request.headers.get("Content-Encoding"),
-                              service.config.server.max_body_bytes)
-        return load_json(raw, "$")
 
-    def _unknown_model(model: str, records: int) -> Response:
+class _FastPost:
+    """The ingest POST routes as plain WSGI in front of Flask.
+
+    Flask's request context, routing and response objects cost more than parsing and counting a
+    small event, and a large batch's body passes through werkzeug's stream wrappers; the hot
+    routes skip both (``bench/ingest_http.py``, ``bench/events.py``). Same gate, same handlers,
+    same replies as the Flask routes, which still serve anything this path leaves to them
+    (a body without Content-Length, every other route and method).
+    """
+
+    def __init__(self, flask_app: Any, routes: dict[str, PostHandler], gate: _PostGate, max_body: int) -> None:
+        self.flask_app = flask_app
+        self.routes = routes
+        self.gate = gate
+        self.max_body = max_body
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        handler = self.routes.get(environ.get("PATH_INFO", ""))
+        length = environ.get("CONTENT_LENGTH", "")
+        if handler is None or environ.get("REQUEST_METHOD") != "POST" or not length.isdigit():
+            return self.flask_app(environ, start_response)
+        try:
+            reply = self.gate.check(environ.get("HTTP_AUTHORIZATION", ""), _mimetype(environ.get("CONTENT_TYPE", "")))
+            if reply is None and int(length) > self.max_body:
+                reply = _too_large(self.gate.service)
+            if reply is None:
+                reply = handler(environ["wsgi.input"].read(int(length)), _environ_headers(environ))
+        except Exception:
+            log.exception("unexpected error on POST %s", environ.get("PATH_INFO"))
+            reply = 500, _problem("internal error; see the sidecar's log")
+        status, body = reply
+        out = _dumps(body)
+        start_response(f"{status} {HTTPStatus(status).phrase}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+        return [out]
+
+
+def _environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
+    """The request's headers from a WSGI environ, names lower-cased as the parsers read them."""
+    headers = {k[5:].replace("_", "-").lower(): v for k, v in environ.items() if k.startswith("HTTP_")}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").lower()] = environ[key]
+    return headers
+
+
+def _too_large(service: Service) -> Reply:
+    service.count_unattributed("payload_too_large")
+    return 413, _problem(f"request body over the limit of {service.config.server.max_body_bytes} bytes "
+                         "(server.max_body_bytes); send smaller batches")
+
+
+def _post_handlers(service: Service) -> dict[str, PostHandler]:
+    """The ingest routes, keyed by path."""
+    max_body = service.config.server.max_body_bytes
+
+    def load(raw: bytes, headers: Mapping[str, str]) -> Any:
+        return load_json(decompress_body(raw, headers.get("content-encoding"), max_body), "$")
+
+    def load_object(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
+        data = load(raw, headers)
+        if not isinstance(data, dict):
+            raise PayloadError("$", "must be a JSON object")
+        return data
+
+    def unknown_model(model: str, records: int) -> Reply:
         """404 naming the configured models; the records are counted as refused."""
         service.count_unattributed("unknown_model", records)
-        return _error(404, f"unknown model {model!r}; configured models: {', '.join(service.monitors)}",
-                      field="model", models=list(service.monitors))
+        return 404, _problem(f"unknown model {model!r}; configured models: {', '.join(service.monitors)}",
+                             field="model", models=list(service.monitors))
 
-    def _bad_payload(exc: PayloadError) -> Response:
+    def bad_payload(exc: PayloadError) -> Reply:
         service.count_unattributed("malformed_json" if exc.field == "$" else "invalid_payload")
-        return _error(400, str(exc), field=exc.field)
+        return 400, _problem(str(exc), field=exc.field)
 
-    def route(group: str, method: str, path: str) -> Any:
-        if group in groups:
-            return app.route(path, methods=[method])
-        return lambda view: view
-
-    @route("ingest", "POST", "/v1/predictions")
-    def predictions() -> Response:
+    def predictions(raw: bytes, headers: Mapping[str, str]) -> Reply:
         try:
-            batch = parse_predictions(_body())
+            batch = parse_predictions(load(raw, headers))
         except PayloadError as exc:
-            return _bad_payload(exc)
+            return bad_payload(exc)
         monitor = service.monitor(batch.model)
         if monitor is None:
-            return _unknown_model(batch.model, batch.size + len(batch.rejected))
+            return unknown_model(batch.model, batch.size + len(batch.rejected))
         result = monitor.ingest(batch)
         if result.rejected:
             log.info("model %s: rejected %d of %d records", batch.model, len(result.rejected),
                      result.accepted + len(result.rejected))
         status = 422 if result.rejected and not result.accepted else 200
-        return _json({"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
-                      "data_quality": result.problems}, status)
+        return status, {"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
+                        "data_quality": result.problems}
 
-    def _object() -> dict[str, Any]:
-        data = _body()
-        if not isinstance(data, dict):
-            raise PayloadError("$", "must be a JSON object")
-        return data
-
-    @route("ingest", "POST", "/v1/labels")
-    def labels() -> Response:
+    def labels(raw: bytes, headers: Mapping[str, str]) -> Reply:
         try:
-            batch = parse_labels(_body())
+            batch = parse_labels(load(raw, headers))
         except PayloadError as exc:
-            return _bad_payload(exc)
+            return bad_payload(exc)
         service.flush_events()  # predictions joined from events just before their labels
         monitor = service.monitor(batch.model)
         if monitor is None:
-            return _unknown_model(batch.model, batch.size)
+            return unknown_model(batch.model, batch.size)
         if batch.rejected:
             monitor.count_rejected(INVALID_LABEL, len(batch.rejected))
         result = monitor.ingest_labels(batch.ids, batch.labels, positions=batch.positions)
         rejected = sorted([*batch.rejected, *result.rejected], key=lambda r: r.index)
-        return _json({"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
-                      "rejected": [r.to_json() for r in rejected]})
+        return 200, {"matched": result.matched, "unmatched": result.unmatched, "duplicates": result.duplicates,
+                     "rejected": [r.to_json() for r in rejected]}
 
-    @route("ingest", "POST", "/v1/events")
-    def events() -> Response:
+    def events(raw: bytes, headers: Mapping[str, str]) -> Reply:
         try:
-            raw = decompress_body(request.get_data(cache=False), request.headers.get("Content-Encoding"),
-                                  service.config.server.max_body_bytes)
-            result = service.handle_event(decode_event(dict(request.headers), raw))
+            result = service.handle_event(decode_event(headers, decompress_body(raw, headers.get("content-encoding"),
+                                                                                max_body)))
         except PayloadError as exc:
             service.count_unattributed("invalid_event")
-            return _error(400, str(exc), field=exc.field)
-        return _json(result, 202)
+            return 400, _problem(str(exc), field=exc.field)
+        return 202, result
 
-    @route("ingest", "POST", "/v1/client-stats")
-    def client_stats() -> Response:
+    def client_stats(raw: bytes, headers: Mapping[str, str]) -> Reply:
         try:
-            data = _object()
+            data = load_object(raw, headers)
             model, client = data.get("model"), data.get("client_id")
             if not isinstance(model, str) or model not in service.monitors:
                 raise PayloadError("model", f"unknown model {model!r}")
@@ -177,9 +233,48 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
                     raise PayloadError(reason, "must be a non-negative integer")
         except PayloadError as exc:
             service.count_unattributed("invalid_payload")
-            return _error(400, str(exc), field=exc.field)
+            return 400, _problem(str(exc), field=exc.field)
         service.record_client_loss(model, client, counts)
-        return _json({"status": "ok"})
+        return 200, {"status": "ok"}
+
+    return {"/v1/predictions": predictions, "/v1/labels": labels, "/v1/events": events,
+            "/v1/client-stats": client_stats}
+
+
+def create_app(service: Service, token: str | None = None, read_auth: ReadAuth | None = None,
+               groups: tuple[str, ...] = ROUTE_GROUPS) -> Flask:
+    """Build the app. ``token``, when set, is required as a bearer token on every POST;
+    ``read_auth`` guards the GET routes other than the probes; ``groups`` picks the routes served."""
+    app = Flask("mlmon")
+    app.config["MAX_CONTENT_LENGTH"] = service.config.server.max_body_bytes
+    gate = _PostGate(service, token)
+    posts = _post_handlers(service) if "ingest" in groups else {}
+
+    @app.before_request
+    def _authorise() -> Response | None:
+        if request.method == "POST":
+            reply = gate.check(request.headers.get("Authorization", ""), request.mimetype)
+            return None if reply is None else _json(reply[1], reply[0])
+        if read_auth is not None and read_auth.enabled and request.path not in PROBES \
+                and not read_auth.allows(request.headers.get("Authorization")):
+            response = _error(401, "missing or wrong credentials for this route (server.web_config_file "
+                                   "basic_auth_users or server.read_token_env)")
+            response.headers["WWW-Authenticate"] = read_auth.challenge
+            return response
+        return None
+
+    def route(group: str, method: str, path: str) -> Any:
+        if group in groups:
+            return app.route(path, methods=[method])
+        return lambda view: view
+
+    for path, handler in posts.items():
+        def view(handler: PostHandler = handler) -> Response:
+            status, body = handler(request.get_data(cache=False), {k.lower(): v for k, v in request.headers.items()})
+            return _json(body, status)
+
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
+    app.wsgi_app = _FastPost(app.wsgi_app, posts, gate, service.config.server.max_body_bytes)  # type: ignore[method-assign]
 
     @route("scrape", "GET", "/metrics")
     def metrics() -> Response:
@@ -207,10 +302,9 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
         return _json(openapi_document(groups, list(service.monitors)))
 
     @app.errorhandler(RequestEntityTooLarge)
-    def _too_large(exc: RequestEntityTooLarge) -> Response:
-        service.count_unattributed("payload_too_large")
-        return _error(413, f"request body over the limit of {service.config.server.max_body_bytes} bytes "
-                           "(server.max_body_bytes); send smaller batches")
+    def _body_too_large(exc: RequestEntityTooLarge) -> Response:
+        status, body = _too_large(service)
+        return _json(body, status)
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -290,7 +384,7 @@ def _waitress(app: Flask, cfg: ServerConfig, threads: int, **where: Any) -> Any:
         # never come (a slower sender is cut off by the request deadline).
         max_request_body_size=2 * cfg.max_body_bytes + (1 << 20), inbuf_overflow=cfg.max_body_bytes + 1024,
         connection_limit=cfg.connection_limit, channel_timeout=max(1, round(cfg.idle_timeout_seconds)),
-        cleanup_interval=1, asyncore_use_poll=True, backlog=1024,
+        cleanup_interval=1, asyncore_use_poll=True, backlog=1024, recv_bytes=1 << 18,
         ident="mlmon", clear_untrusted_proxy_headers=True, **where), cfg.request_timeout_seconds)
 
 

@@ -7,11 +7,13 @@ kept. Feature *values* are not judged here; the monitor counts them as data-qual
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 import numpy as np
 
-from exporter.batch import Batch, PayloadError, Rejection, prediction_problem
+from exporter.batch import Batch, PayloadError, Rejection, all_strings, prediction_problem
 
 DEFAULT_VERSION = "unknown"
 _MAX_NAME = 128
@@ -59,43 +61,139 @@ def _check_groups(value: Any) -> str | None:
     return None
 
 
-_RECORD_CHECKS = (("id", _check_id), ("prediction", prediction_problem),
-                  ("latency_seconds", _check_latency), ("error", _check_error), ("groups", _check_groups))
+def _all_valid(key: str, col: list[Any]) -> bool:
+    """Whole-column check for the common shapes, so a clean column costs no per-value calls."""
+    if key == "ids":
+        return all_strings(col) and max(map(len, col), default=0) <= 256
+    if key == "predictions" and all_strings(col):
+        return True
+    types = set(map(type, col))
+    if key == "predictions":
+        if types <= {str, bool}:
+            return True
+        return types <= {int, float} and bool(np.isfinite(np.asarray(col, dtype=np.float64)).all())
+    if key == "errors":
+        return types <= {bool, type(None)}
+    if key == "groups":
+        return types == {type(None)}
+    return False
+
+
+def _id_strings(ids: list[Any]) -> list[str | None]:
+    if all_strings(ids):
+        return ids
+    return [None if v is None else str(v) for v in ids]
+
+
+_CHECKS = (("ids", _check_id), ("predictions", prediction_problem), ("latency_seconds", _check_latency),
+           ("errors", _check_error))
+_ROW_KEYS = {"ids": "id", "predictions": "prediction", "errors": "error", "latency_seconds": "latency_seconds"}
+
+
+class _Columns:
+    """The record fields of either form as columns, checked column by column: a clean column costs
+    one C-level pass; a failing value refuses its record alone, under ``where(key, i)``."""
+
+    def __init__(self, n: int, columns: Mapping[str, list[Any] | None], groups: dict[str, list[Any]],
+                 where: Any) -> None:
+        self.n = n
+        self.columns = columns
+        self.groups = groups
+        self.bad: dict[int, Rejection] = {}
+        self.latency: np.ndarray | None = None  # the latencies as floats, when every one is a number
+        for key, check in _CHECKS:
+            col = columns.get(key)
+            if col is None or _all_valid(key, col):
+                continue
+            if key == "latency_seconds" and set(map(type, col)) <= {int, float}:
+                self.latency = arr = np.asarray(col, dtype=np.float64)
+                for i in np.flatnonzero(~((arr >= 0) & (arr <= MAX_LATENCY_SECONDS))).tolist():  # NaN fails both
+                    self.refuse(i, where(key, i), _LATENCY_PROBLEM)
+                continue
+            for i, v in enumerate(col):
+                why = check(v)
+                if why is not None:
+                    self.refuse(i, where(key, i), why)
+
+    def refuse(self, i: int, field: str, reason: str) -> None:
+        self.bad.setdefault(i, Rejection(i, field, reason))
+
+    def batch(self, model: str, version: str, features: dict[str, list[Any]], positions: list[int] | None = None,
+              refused: list[Rejection] | None = None) -> Batch:
+        """The kept records; ``positions`` maps row i back to its index in the request."""
+        bad = self.bad
+        keep = None
+        if bad:
+            keep = np.ones(self.n, dtype=bool)
+            keep[list(bad)] = False
+
+        def take(col: list[Any]) -> list[Any]:
+            if keep is None:
+                return col
+            return [v for v, k in zip(col, keep, strict=True) if k]
+
+        size = self.n - len(bad)
+        ids, preds = self.columns.get("ids"), self.columns.get("predictions")
+        latency, errors = self.columns.get("latency_seconds"), self.columns.get("errors")
+        rejected = [r if positions is None else Rejection(positions[i], r.field, r.reason)
+                    for i, r in sorted(bad.items())]
+        if refused:
+            rejected = sorted([*refused, *rejected], key=lambda r: r.index)
+        return Batch(
+            model=model, version=version, size=size,
+            features={name: take(col) for name, col in features.items()},
+            predictions=None if preds is None else take(preds),
+            ids=None if ids is None else _id_strings(take(ids)),
+            latency_seconds=np.full(size, np.nan) if latency is None else (
+                np.array([np.nan if v is None else v for v in take(latency)], dtype=np.float64)
+                if self.latency is None else self.latency if keep is None else self.latency[keep]),
+            error=np.zeros(size, dtype=bool) if errors is None
+            else np.array([bool(v) for v in take(errors)], dtype=bool),
+            groups={g: take(col) for g, col in self.groups.items()},
+            rejected=rejected,
+        )
 
 
 def parse_rows(data: dict[str, Any], model: str, version: str) -> Batch:
+    """The row form, turned into columns first (C-level ``map(dict.get)`` per field), so that it
+    shares the columnar form's checks: about twice as fast as judging record by record."""
     records = data.get("records")
     if not isinstance(records, list):
         raise PayloadError("records", "must be a list of records")
-    kept: list[dict[str, Any]] = []
-    rejected: list[Rejection] = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            rejected.append(Rejection(i, f"records[{i}]", "must be an object"))
-            continue
-        feats = rec.get("features")
-        if not isinstance(feats, dict):
-            rejected.append(Rejection(i, f"records[{i}].features", "must be an object of feature values"))
-            continue
-        problem = next(((k, why) for k, check in _RECORD_CHECKS if (why := check(rec.get(k))) is not None), None)
-        if problem:
-            rejected.append(Rejection(i, f"records[{i}].{problem[0]}", problem[1]))
-            continue
-        kept.append(rec)
-    features_list = [rec["features"] for rec in kept]
-    names: set[str] = set().union(*(f.keys() for f in features_list)) if features_list else set()
-    group_names: set[str] = set().union(*((r.get("groups") or {}).keys() for r in kept)) if kept else set()
-    latency = [r.get("latency_seconds") for r in kept]
-    return Batch(
-        model=model, version=version, size=len(kept),
-        features={n: [f.get(n) for f in features_list] for n in sorted(names)},
-        predictions=[r.get("prediction") for r in kept],
-        ids=[None if r.get("id") is None else str(r["id"]) for r in kept],
-        latency_seconds=np.array([np.nan if v is None else v for v in latency], dtype=np.float64),
-        error=np.array([bool(r.get("error")) for r in kept], dtype=bool),
-        groups={g: [(r.get("groups") or {}).get(g) for r in kept] for g in sorted(group_names)},
-        rejected=rejected,
-    )
+    refused: list[Rejection] = []
+    positions: list[int] | None = None
+    feats: list[Any] = list(map(dict.get, records, repeat("features"))) if set(map(type, records)) <= {dict} else []
+    if len(feats) < len(records) or set(map(type, feats)) - {dict}:
+        ok = []
+        for i, rec in enumerate(records):
+            if not isinstance(rec, dict):
+                refused.append(Rejection(i, f"records[{i}]", "must be an object"))
+            elif not isinstance(rec.get("features"), dict):
+                refused.append(Rejection(i, f"records[{i}].features", "must be an object of feature values"))
+            else:
+                ok.append(i)
+        positions = ok
+        records = [records[i] for i in ok]
+        feats = [rec["features"] for rec in records]
+    pos = positions
+
+    def where(key: str, i: int) -> str:
+        return f"records[{i if pos is None else pos[i]}].{_ROW_KEYS[key]}"
+
+    columns = {key: list(map(dict.get, records, repeat(row_key))) for key, row_key in _ROW_KEYS.items()}
+    cols = _Columns(len(records), columns, {}, where)
+    raw_groups = list(map(dict.get, records, repeat("groups")))
+    if not _all_valid("groups", raw_groups):
+        for i, g in enumerate(raw_groups):
+            why = _check_groups(g)
+            if why is not None:
+                cols.refuse(i, f"records[{i if pos is None else pos[i]}].groups", why)
+        kept = [g for i, g in enumerate(raw_groups) if i not in cols.bad and g]
+        cols.groups = {str(name): [g.get(name) if isinstance(g, dict) else None for g in raw_groups]
+                       for name in sorted(set().union(*kept))}
+    names: set[str] = set().union(*(feats if not cols.bad else [f for i, f in enumerate(feats) if i not in cols.bad]))
+    features = {n: list(map(dict.get, feats, repeat(n))) for n in sorted(names)}
+    return cols.batch(model, version, features, positions, refused)
 
 
 def _column(data: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
@@ -107,26 +205,6 @@ def _column(data: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
     if n is not None and len(value) != n:
         raise PayloadError(key, f"has {len(value)} entries but the batch has {n} records")
     return value
-
-
-def _all_valid(key: str, col: list[Any]) -> bool:
-    """Whole-column check for the common shapes, so a clean column costs no per-value calls."""
-    types = set(map(type, col))
-    if key == "ids":
-        return types == {str} and max(map(len, col), default=0) <= 256
-    if key == "predictions":
-        if types <= {str, bool}:
-            return True
-        return types <= {int, float} and bool(np.isfinite(np.asarray(col, dtype=np.float64)).all())
-    if key == "errors":
-        return types <= {bool, type(None)}
-    return False
-
-
-def _id_strings(ids: list[Any]) -> list[str | None]:
-    if set(map(type, ids)) == {str}:
-        return ids
-    return [None if v is None else str(v) for v in ids]
 
 
 def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
@@ -145,54 +223,18 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
     if n is None:  # no features: ids and predictions must agree with each other
         n = len(ids if ids is not None else preds or [])
         _column(data, "predictions", n)
-    latency, errors = _column(data, "latency_seconds", n), _column(data, "errors", n)
+    columns = {"ids": ids, "predictions": preds, "latency_seconds": _column(data, "latency_seconds", n),
+               "errors": _column(data, "errors", n)}
     raw_groups = data.get("groups") or {}
     if not isinstance(raw_groups, dict):
         raise PayloadError("groups", "must be an object of attribute → list of group values")
     groups = {str(g): _column(raw_groups, g, n) or [None] * n for g in raw_groups}
-
-    bad: dict[int, Rejection] = {}
-    for key, col, check in (("ids", ids, _check_id), ("predictions", preds, prediction_problem),
-                            ("latency_seconds", latency, _check_latency), ("errors", errors, _check_error)):
-        if col is None or _all_valid(key, col):
-            continue
-        if key == "latency_seconds" and set(map(type, col)) <= {int, float}:
-            arr = np.asarray(col, dtype=np.float64)
-            invalid = np.flatnonzero(~((arr >= 0) & (arr <= MAX_LATENCY_SECONDS)))  # NaN fails both
-            for i in invalid.tolist():
-                bad.setdefault(i, Rejection(i, f"latency_seconds[{i}]", _LATENCY_PROBLEM))
-            continue
-        for i, v in enumerate(col):
-            why = check(v)
-            if why is not None:
-                bad.setdefault(i, Rejection(i, f"{key}[{i}]", why))
+    cols = _Columns(n, columns, groups, lambda key, i: f"{key}[{i}]")
     for g, col in groups.items():
         for i, v in enumerate(col):
             if isinstance(v, (dict, list)):
-                bad.setdefault(i, Rejection(i, f"groups.{g}[{i}]", "must be a scalar group value"))
-
-    keep = None
-    if bad:
-        keep = np.ones(n, dtype=bool)
-        keep[list(bad)] = False
-
-    def take(col: list[Any]) -> list[Any]:
-        if keep is None:
-            return col
-        return [v for v, k in zip(col, keep, strict=True) if k]
-
-    size = n - len(bad)
-    return Batch(
-        model=model, version=version, size=size,
-        features={str(name): take(col) for name, col in feats.items()},
-        predictions=None if preds is None else take(preds),
-        ids=None if ids is None else _id_strings(take(ids)),
-        latency_seconds=np.full(size, np.nan) if latency is None else np.array(
-            [np.nan if v is None else v for v in take(latency)], dtype=np.float64),
-        error=np.zeros(size, dtype=bool) if errors is None else np.array([bool(v) for v in take(errors)], dtype=bool),
-        groups={g: take(col) for g, col in groups.items()},
-        rejected=[bad[i] for i in sorted(bad)],
-    )
+                cols.refuse(i, f"groups.{g}[{i}]", "must be a scalar group value")
+    return cols.batch(model, version, {str(name): col for name, col in feats.items()})
 
 
 def parse_predictions(data: Any) -> Batch:
