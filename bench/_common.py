@@ -159,9 +159,9 @@ def make_monitor(baseline: Baseline, clock: Callable[[], float] = time.time) -> 
     return ModelMonitor(model_config(), baseline, clock)
 
 
-def make_service(baseline: Baseline, host: str = "127.0.0.1", port: int = 0, threads: int = 4) -> Service:
+def make_service(baseline: Baseline, host: str = "127.0.0.1", port: int = 0) -> Service:
     model = model_config()
-    cfg = Config(server=ServerConfig(listen=f"{host}:{port}", threads=threads, max_body_bytes=64 * 1024 * 1024),
+    cfg = Config(server=ServerConfig(listen=f"{host}:{port}", max_body_bytes=64 * 1024 * 1024),
                  defaults=model.window, models=(model,))
     return Service(cfg, {MODEL: baseline})
 

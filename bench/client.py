@@ -43,7 +43,7 @@ def main() -> None:
     c.print_machine()
     df = c.make_frame(1000, seed=1)
     rows = df.to_dict("records")
-    proc, port = start_server(threads=4)
+    proc, port = start_server()
     try:
         client = MlmonClient(f"http://127.0.0.1:{port}", c.MODEL, "v1", flush_interval=0.05,
                              max_queue=args.calls + 1)

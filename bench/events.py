@@ -95,13 +95,13 @@ def run_events_cpu(service: Service, events: list[tuple[dict[str, str], bytes]],
 
 
 def run_http(events: list[tuple[dict[str, str], bytes]], seconds: float) -> tuple[float, float, float]:
-    """The same events over HTTP to a sidecar process (waitress + Flask, one keep-alive connection).
+    """The same events over HTTP to a sidecar process (the server `mlmon serve` runs, one keep-alive connection).
 
     Returns (events/s wall clock, events per server CPU-second, ``GET /healthz`` per server
     CPU-second: the HTTP stack's own floor, measured on the same connection)."""
     from ingest_http import cpu_seconds, start_server, stop_server
 
-    proc, port = start_server(threads=4)
+    proc, port = start_server()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         cpu0 = cpu_seconds(proc.pid)

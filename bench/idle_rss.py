@@ -9,7 +9,7 @@ The script writes a one-model config and a baseline (built here, in this process
     python bench/idle_rss.py --tree /tmp/mlmon-main       # another checkout, same interpreter
 
 The references measured in the same run are bare interpreters: one importing the libraries the
-server needs (numpy, scipy, flask, waitress, prometheus_client, orjson, yaml), and the same plus
+server needs (numpy, scipy, flask, httptools, prometheus_client, orjson, yaml), and the same plus
 pandas, so the share of the footprint that pandas costs is visible next to the server's.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import _common as c
 
-FLOOR = "import numpy, scipy.special, flask, prometheus_client, waitress, orjson, yaml"
+FLOOR = "import numpy, scipy.special, flask, prometheus_client, httptools, orjson, yaml"
 
 
 def free_port() -> int:

@@ -2,7 +2,7 @@
 
 Records have 20 features (15 numeric, 5 categorical) plus an id, a predicted class and a
 latency, in the row form and in the columnar form of the native API. The sidecar runs in a
-separate process (``bench/serve_fixture.py``, waitress + Flask, exactly what ``mlmon serve``
+separate process (``bench/serve_fixture.py``, the same server and app as ``mlmon serve``
 runs) so that client and server do not share a GIL; the bodies are serialised with orjson
 before the clock starts and sent by 1 and 2 client processes over keep-alive connections to
 127.0.0.1, each run bounded in time.
@@ -70,8 +70,8 @@ def rate_in_process(fn: Any, bodies: list[bytes], batch: int, seconds: float, fi
 
 # ---- server process ---------------------------------------------------------------------
 
-def start_server(threads: int, extra: list[str] | None = None) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "serve_fixture.py"), "--threads", str(threads), *(extra or [])],
+def start_server(extra: list[str] | None = None) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen([sys.executable, str(HERE / "serve_fixture.py"), *(extra or [])],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=str(c.ROOT))
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -270,7 +270,6 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="2 s per run, fewer bodies")
     ap.add_argument("--seconds", type=float, help="duration of each HTTP run (default 10, quick 2)")
     ap.add_argument("--clients", default="1,2", help="client process counts to run, comma-separated")
-    ap.add_argument("--threads", type=int, default=4, help="waitress threads in the sidecar")
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--gc-freeze", action="store_true", help="experiment: start the sidecar with gc.freeze() "
@@ -287,8 +286,7 @@ def main() -> None:
 
     m = c.print_machine()
     print(f"config: batch={batch} records, 20 features (15 numeric, 5 categorical) + id, class, latency; "
-          f"{n_bodies} distinct bodies per form; {seconds:g} s per HTTP run; clients={clients}; "
-          f"waitress threads={args.threads}"
+          f"{n_bodies} distinct bodies per form; {seconds:g} s per HTTP run; clients={clients}"
           + ("; EXPERIMENT: sidecar started with gc.freeze()" if args.gc_freeze else ""))
     bodies = make_bodies(n_bodies, batch)
     for form, bs in bodies.items():
@@ -308,7 +306,7 @@ def main() -> None:
         print(f"reference {form:8s}: orjson.loads {refs[form]['orjson_loads']:>12,.0f} records/s   "
               f"parse+ingest in process {refs[form]['in_process']:>10,.0f} records/s")
 
-    proc, port = start_server(args.threads, ["--gc-freeze"] if args.gc_freeze else [])
+    proc, port = start_server(["--gc-freeze"] if args.gc_freeze else [])
     runs: list[dict[str, Any]] = []
     spies: dict[str, Path] = {}
     try:

@@ -49,7 +49,7 @@ def label_bodies(n_batches: int) -> list[bytes]:
 
 
 def http_labels(seconds: float, n_batches: int) -> dict[str, float]:
-    proc, port = start_server(threads=4)
+    proc, port = start_server()
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for body in prediction_bodies(n_batches):

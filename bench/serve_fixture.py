@@ -5,7 +5,7 @@ until stdin is closed or SIGTERM/SIGINT arrives, and prints a last JSON line wit
 the time spent in the cyclic garbage collector per generation. Started by ``bench/ingest_http.py`` as a
 separate process so that client and server do not share a GIL.
 
-    /tmp/venv/bin/python bench/serve_fixture.py [--threads 4] [--baseline-rows 50000] [--gc-freeze]
+    /tmp/venv/bin/python bench/serve_fixture.py [--baseline-rows 50000] [--gc-freeze]
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from exporter.server import build_server
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--threads", type=int, default=4, help="waitress worker threads")
     ap.add_argument("--baseline-rows", type=int, default=50_000)
     ap.add_argument("--port", type=int, default=0, help="0 = ephemeral")
     ap.add_argument("--gc-freeze", action="store_true",
@@ -35,12 +34,12 @@ def main() -> None:
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    service = c.make_service(c.make_baseline(args.baseline_rows), port=args.port, threads=args.threads)
+    service = c.make_service(c.make_baseline(args.baseline_rows), port=args.port)
     server = build_server(service)
     service.start()
 
     def stop(*_: object) -> None:
-        raise SystemExit(0)  # waitress's run() closes the server on SystemExit
+        raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -1,7 +1,7 @@
 """Sustained mixed load on a real ``mlmon serve``: predictions, labels and logger events at fixed
 rates with a scrape every second, for ``--seconds`` (default 600), on loopback only.
 
-The sidecar runs as its own process (the production path: waitress, the evaluation timer,
+The sidecar runs as its own process (the production path: the HTTP server, the evaluation timer,
 checkpoints every 30 s to a state directory). The load comes from this process at fixed rates:
 
 * predictions: columnar batches of 100 records, ``--batches`` a second, each record with an id;

@@ -7,6 +7,7 @@ one pass instead of one error per restart.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any, overload
 
 import yaml
+
+log = logging.getLogger("mlmon.config")
 
 DRIFT_METHODS = ("psi", "js", "kl", "ks", "wasserstein", "chi2")
 PVALUE_METHODS = frozenset({"chi2"})
@@ -64,6 +67,8 @@ class ServerConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     auth_token_env: str | None = None
     threads: int = 8
+    """Ignored: mlmon serves every listener from one thread (exporter/httpserver.py); still read, so
+    older files load, with a warning."""
     metrics_listen: str | None = None
     """Own listener for /metrics, /healthz and /readyz; the main listener then serves ingest and /v1/models."""
     web_config_file: str | None = None
@@ -735,6 +740,8 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
         auth_token_env=r.string(srv, "auth_token_env", spath),
         threads=r.number(srv, "threads", spath, ServerConfig.threads, integer=True, at_most=256),
     )
+    if "threads" in srv:
+        log.warning("server.threads is ignored: mlmon serves every listener from one thread (README Architecture)")
     st = r.mapping(top.get("state"), "state", {"dir", "checkpoint_interval"})
     state_dir = r.string(st, "dir", "state")
     state = StateConfig(

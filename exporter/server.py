@@ -1,4 +1,4 @@
-"""HTTP API: a Flask app factory and the production WSGI server (waitress).
+"""HTTP API: a Flask app factory, its fast ingest path, and the listeners that serve them.
 
 Bad input never becomes a 500: malformed JSON is 400, an unknown model 404 naming the
 configured ones, an oversized body 413, and a broken record is refused alone with its index
@@ -25,7 +25,6 @@ from typing import Any
 import orjson
 from flask import Flask, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
-from waitress.channel import HTTPChannel
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.batch import PayloadError
@@ -34,6 +33,7 @@ from exporter.formats import decode_event
 from exporter.formats._common import decompress_body, load_json
 from exporter.formats.labels import INVALID_LABEL, parse_labels
 from exporter.formats.native import parse_predictions
+from exporter.httpserver import HttpServer
 from exporter.limits import return_large_allocations
 from exporter.openapi import openapi_document
 from exporter.service import Service
@@ -336,95 +336,42 @@ def read_auth_from_config(service: Service, web: WebConfig | None) -> ReadAuth:
     return ReadAuth(_env_token(service, "read_token_env"), web.basic_auth_users if web else {})
 
 
-class _Channel(HTTPChannel):
-    """Remembers when the request being received began, so a slow sender can be cut off."""
-
-    request_started: float | None = None
-
-    def received(self, data: bytes) -> bool:
-        was_partial = self.request is not None
-        result = super().received(data)
-        if self.request is None:
-            self.request_started = None
-        elif not was_partial or self.request_started is None:
-            self.request_started = time.monotonic()
-        return result
-
-
-def _harden(server: Any, request_timeout: float) -> Any:
-    """Close connections whose request (headers and body) takes longer than ``request_timeout``.
-
-    waitress already closes connections idle for ``channel_timeout``; a slowloris client that sends
-    one byte at a time is never idle, so without this deadline it would hold its slot forever.
-    """
-    server.channel_class = _Channel
-    sweep = server.maintenance
-
-    def maintenance(now: float) -> None:
-        sweep(now)
-        cutoff = time.monotonic() - request_timeout
-        for channel in list(server.active_channels.values()):
-            started = getattr(channel, "request_started", None)
-            if started is not None and started < cutoff and not channel.requests:
-                channel.will_close = True
-
-    server.maintenance = maintenance
-    return server
-
-
-def _waitress(app: Flask, cfg: ServerConfig, threads: int, **where: Any) -> Any:
-    from waitress import create_server
-
+def _http_server(app: Any, service: Service, **where: Any) -> HttpServer:
+    cfg = service.config.server
     return_large_allocations()
 
-    return _harden(create_server(
-        app, threads=threads,
-        # Flask answers a body over max_body_bytes with a counted JSON 413; a declared Content-Length
-        # over twice the cap is refused by waitress at once instead of waiting for a body that may
-        # never come (a slower sender is cut off by the request deadline).
-        max_request_body_size=2 * cfg.max_body_bytes + (1 << 20), inbuf_overflow=cfg.max_body_bytes + 1024,
-        connection_limit=cfg.connection_limit, channel_timeout=max(1, round(cfg.idle_timeout_seconds)),
-        cleanup_interval=1, asyncore_use_poll=True, backlog=1024, recv_bytes=1 << 18,
-        ident="mlmon", clear_untrusted_proxy_headers=True, **where), cfg.request_timeout_seconds)
+    def too_large() -> bytes:
+        return _dumps(_too_large(service)[1])
+
+    return HttpServer(app, max_body_bytes=cfg.max_body_bytes, too_large=too_large,
+                      connection_limit=cfg.connection_limit, idle_timeout=cfg.idle_timeout_seconds,
+                      request_timeout=cfg.request_timeout_seconds, **where)
 
 
-def build_server(service: Service, app: Flask | None = None) -> Any:
-    """A bound (not yet running) plain-HTTP waitress server on ``server.listen``, every route."""
+def build_server(service: Service, app: Flask | None = None) -> HttpServer:
+    """A bound (not yet running) plain-HTTP server on ``server.listen``, every route."""
     cfg = service.config.server
     app = app or create_app(service, token_from_env(service), read_auth_from_config(service, None))
-    return _waitress(app, cfg, cfg.threads, host=cfg.host, port=cfg.port)
+    return _http_server(app, service, host=cfg.host, port=cfg.port)
 
 
-def run_server(server: Any) -> None:
-    """Serve until ``server.close()`` is called from another thread."""
-    try:
-        server.run()
-    except OSError:
-        # stop_server() from another thread invalidates the sockets under select(); that is the stop.
-        if not getattr(server, "mlmon_stopping", False):
-            raise
+def run_server(server: HttpServer) -> None:
+    """Serve until ``stop_server(server)`` is called from another thread."""
+    server.run()
 
 
-def stop_server(server: Any) -> None:
-    """Let worker threads finish their requests, then close the sockets."""
-    server.mlmon_stopping = True
-    server.task_dispatcher.shutdown()
+def stop_server(server: HttpServer) -> None:
+    """Close the listening socket and every connection; ``run_server`` returns."""
     server.close()
-
-
-def _in_flight(server: Any) -> int:
-    """Connections with a request being received, processed or its answer still being sent."""
-    return sum(1 for ch in list(server.active_channels.values())
-               if ch.requests or ch.total_outbufs_len or (ch.request is not None and not ch.request.empty))
 
 
 @dataclass
 class Listener:
-    """One address mlmon listens on: a waitress server, with a TLS proxy in front when configured."""
+    """One address mlmon listens on: an HTTP server, with a TLS proxy in front when configured."""
 
     name: str
     address: str
-    server: Any
+    server: HttpServer
     tls: TLSProxy | None = None
     thread: threading.Thread | None = field(default=None, repr=False)
 
@@ -448,14 +395,7 @@ class Listener:
         if self.tls:
             self.tls.stop_accepting()
             return
-        server = self.server
-
-        def close_listener() -> None:
-            server.accepting = False
-            server.del_channel()
-            server.socket.close()
-
-        server.trigger.pull_trigger(close_listener)
+        self.server.stop_accepting()
 
     def close(self) -> None:
         stop_server(self.server)
@@ -471,24 +411,24 @@ def build_listeners(service: Service) -> list[Listener]:
     web = load_web_config(cfg.web_config_file) if cfg.web_config_file else None
     token, read_auth = token_from_env(service), read_auth_from_config(service, web)
     main_groups: tuple[str, ...] = ROUTE_GROUPS if not cfg.metrics_listen else ("ingest", "read")
-    plans = [("main", cfg.listen, main_groups, cfg.threads)]
+    plans = [("main", cfg.listen, main_groups)]
     if cfg.metrics_listen:
-        plans.append(("metrics", cfg.metrics_listen, ("scrape",), 2))
+        plans.append(("metrics", cfg.metrics_listen, ("scrape",)))
     warn_if_open(cfg, token)
     sockets_dir = tempfile.mkdtemp(prefix="mlmon-") if web and web.tls else None
     listeners = []
-    for name, address, groups, threads in plans:
+    for name, address, groups in plans:
         app = create_app(service, token, read_auth, groups)
         host, port = address.rsplit(":", 1)
         host = host.strip("[]")
         if web and web.tls and sockets_dir:
             path = os.path.join(sockets_dir, f"{name}.sock")
-            server = _waitress(app, cfg, threads, unix_socket=path, unix_socket_perms="600")
+            server = _http_server(app, service, unix_socket=path)
             proxy = TLSProxy(host, int(port), web.tls.context(), path, connection_limit=cfg.connection_limit,
                              handshake_timeout=cfg.request_timeout_seconds)
             listeners.append(Listener(name, address, server, proxy))
         else:
-            listeners.append(Listener(name, address, _waitress(app, cfg, threads, host=host, port=int(port))))
+            listeners.append(Listener(name, address, _http_server(app, service, host=host, port=int(port))))
     return listeners
 
 
@@ -515,7 +455,7 @@ def drain(listeners: list[Listener], service: Service, deadline_seconds: float) 
         listener.stop_accepting()
     until = time.monotonic() + deadline_seconds
     while time.monotonic() < until:
-        if not any(_in_flight(listener.server) for listener in listeners):
+        if not any(listener.server.in_flight() for listener in listeners):
             return True
         time.sleep(0.05)
     return False
@@ -529,7 +469,7 @@ def serve(service: Service, app: Flask | None = None) -> None:
     """
     listeners = build_listeners(service)
     if app is not None:
-        listeners[0].server.application = app
+        listeners[0].server.app = app
     # Everything built so far (baselines, app, libraries) lives as long as the process: freezing it
     # keeps full garbage collections from re-scanning it (65 ms pauses under ingest load).
     gc.collect()

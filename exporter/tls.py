@@ -1,9 +1,9 @@
-"""TLS in front of waitress, which speaks only plain HTTP.
+"""TLS in front of the HTTP server (exporter/httpserver.py), which speaks only plain HTTP.
 
 An asyncio loop accepts TLS connections, completes the handshake within a deadline and pipes the
-decrypted bytes to waitress listening on a private Unix socket (mode 0600 in a 0700 directory), so
-waitress keeps doing what it does well — buffering slow clients without tying up a worker thread —
-and every limit and timeout of the plain listener applies unchanged behind TLS.
+decrypted bytes to the HTTP server listening on a private Unix socket (mode 0600 in a 0700
+directory), so every limit and timeout of the plain listener applies unchanged behind TLS, and the
+thread that runs the app never spends time on encryption.
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class TLSProxy:
 
     @staticmethod
     async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        """Copy until either side ends; waitress's idle and request timeouts end stalled clients."""
+        """Copy until either side ends; the server's idle and request timeouts end stalled clients."""
         try:
             while data := await src.read(65536):
                 dst.write(data)

@@ -1,4 +1,4 @@
-"""The HTTP API against a real waitress server on 127.0.0.1: good input, bad input, auth."""
+"""The HTTP API against a real server on 127.0.0.1: good input, bad input, auth."""
 
 from __future__ import annotations
 
