@@ -7,8 +7,13 @@ path for ``POST /v1/events`` without the HTTP layer: ``decode_event`` (headers +
 ``Service.handle_event`` (component filter, routing, pairing, dedupe, coalescing, ingest into the
 monitor, periodic flush). One thread, one process: one core.
 
+With ``--http`` the same events also go over HTTP to a sidecar process (the server ``mlmon serve``
+runs) from 8 concurrent keep-alive connections of a client process, as a logger delivers them, and
+the server's CPU time gives its events per CPU-second: one core's capacity.
+
 Reference measured in the same run: ``orjson.loads`` of the same bodies (the JSON parse every
-event needs at least). Target: >= 5,000 events/s for single-row events.
+event needs at least). Target: >= 5,000 events/s for single-row events on one core; the "met"
+column judges the over-HTTP figure when ``--http`` is given, else the in-process one.
 
     .venv/bin/python bench/events.py            # ~5 s per case
     .venv/bin/python bench/events.py --quick    # ~1 s per case
@@ -94,29 +99,65 @@ def run_events_cpu(service: Service, events: list[tuple[dict[str, str], bytes]],
     return done / (time.process_time() - cpu0)
 
 
-def run_http(events: list[tuple[dict[str, str], bytes]], seconds: float) -> tuple[float, float, float]:
-    """The same events over HTTP to a sidecar process (the server `mlmon serve` runs, one keep-alive connection).
+def _raw(headers: dict[str, str], body: bytes) -> bytes:
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+def _load(port: int, streams: list[list[bytes]], seconds: float, out: Any) -> None:
+    """Client process: one asyncio connection per stream, each sending its requests one after the
+    other (a logger's concurrent deliveries); reports (answered, non-202 answers, seconds)."""
+    import asyncio
+
+    async def stream(requests: list[bytes], deadline: float, counts: list[int]) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        for raw in requests:
+            if time.perf_counter() > deadline:
+                break
+            writer.write(raw)
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+            await reader.readexactly(length)
+            counts[0] += 1
+            counts[1] += not head.startswith(b"HTTP/1.1 202")
+        writer.close()
+
+    async def main() -> None:
+        counts = [0, 0]
+        start = time.perf_counter()
+        await asyncio.gather(*(stream(s, start + seconds, counts) for s in streams))
+        out.put((counts[0], counts[1], time.perf_counter() - start))
+
+    asyncio.run(main())
+
+
+def run_http(events: list[tuple[dict[str, str], bytes]], seconds: float, connections: int = 8,
+             ) -> tuple[float, float, float]:
+    """The same events over HTTP to a sidecar process (the server ``mlmon serve`` runs), from a
+    client process with ``connections`` concurrent keep-alive connections, as a payload logger
+    delivers: each inference's request and response event on one connection, in order.
 
     Returns (events/s wall clock, events per server CPU-second, ``GET /healthz`` per server
-    CPU-second: the HTTP stack's own floor, measured on the same connection)."""
+    CPU-second: the HTTP stack's own floor)."""
+    import multiprocessing as mp
+
     from ingest_http import cpu_seconds, start_server, stop_server
 
+    raws = [_raw(h, b) for h, b in events]
+    streams: list[list[bytes]] = [[] for _ in range(connections)]
+    for pair in range(len(raws) // 2):  # pairs round-robin over the connections
+        streams[pair % connections] += raws[2 * pair:2 * pair + 2]
     proc, port = start_server()
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        out: Any = mp.Queue()
         cpu0 = cpu_seconds(proc.pid)
-        start = time.perf_counter()
-        deadline = start + seconds
-        done = 0
-        while time.perf_counter() < deadline and done < len(events):
-            headers, body = events[done]
-            conn.request("POST", "/v1/events", body=body, headers=headers)
-            resp = conn.getresponse()
-            resp.read()
-            assert resp.status == 202, resp.status
-            done += 1
-        wall = time.perf_counter() - start
+        client = mp.Process(target=_load, args=(port, streams, seconds, out))
+        client.start()
+        done, failed, wall = out.get(timeout=seconds + 60)
+        client.join()
         cpu = cpu_seconds(proc.pid) - cpu0
+        assert failed == 0, f"{failed} events were not answered 202"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         cpu1, probes = cpu_seconds(proc.pid), 0
         deadline = time.perf_counter() + min(seconds, 2.0)
         while time.perf_counter() < deadline:
@@ -185,7 +226,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for protocol, batch, rate, per_cpu, parse, http in rows:
         target = f"≥ {TARGET_SINGLE_ROW:,}" if batch == 1 else "—"
-        met = ("MET" if rate >= TARGET_SINGLE_ROW else "NOT MET") if batch == 1 else "—"
+        judged = http[1] if args.http else per_cpu  # one core's capacity, over HTTP when measured
+        met = ("MET" if judged >= TARGET_SINGLE_ROW else "NOT MET") if batch == 1 else "—"
         print(f"| {protocol} | {batch} | {rate:,.0f} | {per_cpu:,.0f} | {rate * batch / 2:,.0f} | {parse:,.0f} "
               f"| {rate / parse:.3f} | {http[0]:,.0f} | {http[1]:,.0f} | {http[2]:,.0f} | {target} | {met} |")
 

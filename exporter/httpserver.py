@@ -16,7 +16,8 @@ in the kernel's accept backlog until one closes); a connection idle for ``idle_t
 a request (headers and body) not received within ``request_timeout`` is answered 408 and closed, so
 a slowloris client cannot keep a slot; a body declared or grown past ``max_body_bytes`` is answered 413 at once, unread;
 headers are capped at 64 KiB; header names with ``_`` are dropped, as a proxy in front may have
-meant ``-`` and the two would collide in the WSGI environ.
+meant ``-`` and the two would collide in the WSGI environ. Besides the PEP 3333 keys, the environ
+holds ``mlmon.headers``: the headers by lower-case name, which the ingest routes read as they are.
 """
 
 from __future__ import annotations
@@ -382,32 +383,38 @@ class HttpServer:
         environ["REMOTE_ADDR"], environ["REMOTE_PORT"] = (conn.peer[0], str(conn.peer[1])) if conn.peer else ("", "")
         environ["CONTENT_LENGTH"] = str(len(body))
         environ["wsgi.input"] = io.BytesIO(body)
+        headers: dict[str, str] = {}
         for name, value in conn.headers:
-            key = _ENVIRON_KEYS.get(name)
-            if key is None:
-                key = _environ_key(name)
-            if not key:
+            keys = _ENVIRON_KEYS.get(name) or _environ_key(name)
+            if keys is _DROPPED:
                 continue
+            key, lower = keys
             text = value.decode("latin-1")
-            environ[key] = f"{environ[key]},{text}" if key in environ else text
+            if key in environ:
+                text = f"{environ[key]},{text}"
+            environ[key] = headers[lower] = text
+        environ["mlmon.headers"] = headers
         return environ
 
 
 
-_ENVIRON_KEYS: dict[bytes, str] = {}
-"""Header name as received → its environ key ("" for one not passed on); grows with the names seen."""
+_DROPPED = ("", "")
+_ENVIRON_KEYS: dict[bytes, tuple[str, str]] = {}
+"""Header name as received → (its environ key, its lower-case name), ``_DROPPED`` for one not passed
+on; a cache of the names seen, bounded."""
 
 
-def _environ_key(name: bytes) -> str:
-    key = name.decode("latin-1").upper()
+def _environ_key(name: bytes) -> tuple[str, str]:
+    text = name.decode("latin-1")
+    key = text.upper()
     if "_" in key or key == "CONTENT-LENGTH":  # CONTENT_LENGTH is the length of the body as read
-        env = ""
+        keys = _DROPPED
     else:
-        key = key.replace("-", "_")
-        env = key if key == "CONTENT_TYPE" else "HTTP_" + key
+        env = key.replace("-", "_")
+        keys = (env if env == "CONTENT_TYPE" else "HTTP_" + env, text.lower())
     if len(_ENVIRON_KEYS) < 4096:
-        _ENVIRON_KEYS[name] = env
-    return env
+        _ENVIRON_KEYS[name] = keys
+    return keys
 
 
 def _bind(host: str | None, port: int, unix_socket: str | None, backlog: int) -> list[socket.socket]:

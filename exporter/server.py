@@ -129,15 +129,20 @@ class _FastPost:
             if reply is None and int(length) > self.max_body:
                 reply = _too_large(self.gate.service)
             if reply is None:
-                reply = handler(environ["wsgi.input"].read(int(length)), _environ_headers(environ))
+                headers = environ.get("mlmon.headers")  # exporter/httpserver.py gives them ready
+                reply = handler(environ["wsgi.input"].read(int(length)),
+                                headers if headers is not None else _environ_headers(environ))
         except Exception:
             log.exception("unexpected error on POST %s", environ.get("PATH_INFO"))
             reply = 500, _problem("internal error; see the sidecar's log")
         status, body = reply
         out = _dumps(body)
-        start_response(f"{status} {HTTPStatus(status).phrase}",
+        start_response(_STATUS_LINES.get(status) or f"{status} {HTTPStatus(status).phrase}",
                        [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
         return [out]
+
+
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:

@@ -85,7 +85,7 @@ def flatten(value: Any, field: str) -> list[Any]:
     """Row-major flattening of arbitrarily nested lists (the OIP allows flat or nested ``data``)."""
     if not isinstance(value, list):
         return [value]
-    if not any(isinstance(v, list) for v in value):
+    if list not in map(type, value):  # flat already (JSON gives exact lists), checked at C speed
         return value
     if all(isinstance(row, list) for row in value):
         flat = [v for row in value for v in row]

@@ -167,7 +167,10 @@ def _build(attrs: dict[str, str], body: Any, received_at: float, prefix: str) ->
 
 def decode_binary(headers: Mapping[str, str], body: bytes, received_at: float | None = None) -> InferenceEvent:
     """Binary mode: attributes from ``ce-*`` headers (percent-decoded, per the HTTP binding)."""
-    h = _lower(headers)
+    return _decode_binary(_lower(headers), body, received_at)
+
+
+def _decode_binary(h: dict[str, str], body: bytes, received_at: float | None) -> InferenceEvent:
     attrs = {k[3:]: unquote(v) if "%" in v else v for k, v in h.items() if k.startswith("ce-") and len(k) > 3}
     if "type" not in attrs:
         raise PayloadError("ce-type", "header is required: expected a CloudEvent in binary mode (ce-* headers) "
@@ -211,9 +214,10 @@ def decode_structured(body: bytes, received_at: float | None = None) -> Inferenc
 
 def decode(headers: Mapping[str, str], body: bytes, received_at: float | None = None) -> InferenceEvent:
     """Decode one CloudEvent in whichever HTTP mode it was sent."""
-    media = _media_type(_lower(headers).get("content-type"))
+    h = _lower(headers)
+    media = _media_type(h.get("content-type"))
     if media == BATCHED:
         raise PayloadError("content-type", "batched CloudEvents are not supported; send one event per request")
     if media == STRUCTURED:
         return decode_structured(body, received_at)
-    return decode_binary(headers, body, received_at)
+    return _decode_binary(h, body, received_at)

@@ -82,6 +82,8 @@ def _shape(item: dict[str, Any], field: str, allow_strings: bool) -> tuple[int, 
     if not isinstance(raw, list):
         raise PayloadError(f"{field}.shape", f"expected an array of non-negative integers, got "
                                              f"{type_name(raw)} {str(raw)[:40]}")
+    if len(raw) == 1 and type(raw[0]) is int and raw[0] >= 0:  # the commonest shape: [n]
+        return (raw[0],)
     if len(raw) > MAX_RANK:
         raise PayloadError(f"{field}.shape", f"has {len(raw)} dimensions; at most {MAX_RANK} are supported")
     if all(type(d) is int and d >= 0 for d in raw):  # the usual case, without per-dimension checks
