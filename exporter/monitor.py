@@ -245,6 +245,10 @@ class ModelMonitor:
         self._cumulative = np.zeros(self._slots.bins.stop, dtype=np.int64)
         self._data_quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
         self._baseline_ratio = [self._ratio(p) for p in self.profiles]
+        # Per profile, what every snapshot repeats: bin labels and baseline size (the same objects
+        # each time, so the exposition cache can key on them).
+        self._coarse_labels = [tuple(p.coarse_labels()) for p in self.profiles]
+        self._baseline_samples = [int(p.fine_counts.sum()) for p in self.profiles]
         self._unknown_features = 0
         self.unknown_feature_names: list[str] = []
         self._versions: dict[str, VersionStats] = {}
@@ -714,11 +718,11 @@ class ModelMonitor:
         for i, profile in enumerate(self.profiles):
             fine = cumulative[self.offsets[i]:self.offsets[i + 1]]
             features.append(FeatureCounts(
-                feature=profile.name, kind=profile.kind, bins=tuple(profile.coarse_labels()),
+                feature=profile.name, kind=profile.kind, bins=self._coarse_labels[i],
                 counts=tuple(profile.coarse_counts(fine).tolist()), baseline_ratio=self._baseline_ratio[i],
                 data_quality=None if profile.name == PREDICTION else dict(
                     zip(QUALITY_CHECKS, data_quality[i].tolist(), strict=True)),
-                baseline_samples=int(profile.fine_counts.sum())))
+                baseline_samples=self._baseline_samples[i]))
         counters, pending = self.outcomes.snapshot()
         slos = []
         for slo in cfg.slos:
