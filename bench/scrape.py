@@ -87,11 +87,14 @@ def scrape(conn: http.client.HTTPConnection, headers: dict[str, str]) -> tuple[f
     return dt, body, {k.lower(): v for k, v in resp.getheaders()}
 
 
-def scrape_series(port: int, count: int, pause: float) -> dict[str, dict[str, Any]]:
-    """``count`` scrapes per request form, interleaved, ``pause`` seconds apart."""
+def scrape_series(port: int, count: int, pause: float, until: float = float("inf")) -> dict[str, dict[str, Any]]:
+    """``count`` scrapes per request form, interleaved, ``pause`` seconds apart, none started after
+    ``until`` (``time.perf_counter()``): scrapes under load stop when the load does."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     out: dict[str, dict[str, Any]] = {name: {"ms": []} for name in FORMS}
     for _ in range(count):
+        if time.perf_counter() > until:
+            break
         for name, headers in FORMS.items():
             dt, body, resp_headers = scrape(conn, headers)
             out[name]["ms"].append(dt * 1000)
@@ -182,12 +185,13 @@ def main() -> None:
         queue: Any = mp.Queue()
         workers = [mp.Process(target=ingest_worker, args=(port, payloads, args.rate / args.clients, ingest_seconds,
                                                           (k + 1) * 1_000_000, queue)) for k in range(args.clients)]
+        load_ends = time.perf_counter() + ingest_seconds - 0.5
         for w in workers:
             w.start()
         time.sleep(1.0)  # let the ingest reach its pace before the first scrape
         pause = max(0.05, (ingest_seconds - 2.0) / (scrapes * len(FORMS)) - 0.05)
         load_started = time.perf_counter()
-        results["load"] = scrape_series(port, scrapes, pause=pause)
+        results["load"] = scrape_series(port, scrapes, pause=pause, until=load_ends)
         results["load_scrape_seconds"] = time.perf_counter() - load_started
         reports = [queue.get(timeout=ingest_seconds + 120) for _ in workers]
         for w in workers:

@@ -133,11 +133,13 @@ def _features(s: Snapshot, f: Sink) -> None:
     """Coarse bins (cumulative counts) and data-quality counts per feature."""
     m = s.model
     f.add("mlmon_unknown_features", [m], s.unknown_features)
-    for fc in s.features:
-        if s.export_bins:
+    if s.export_bins:
+        for fc in s.features:
             f.series("mlmon_feature_bin", [m, fc.feature], fc.bins, fc.counts)
-        for check, count in (fc.data_quality or {}).items():
-            f.add(_DATA_QUALITY_METRICS[check], [m, fc.feature], count)
+    checked = [fc for fc in s.features if fc.data_quality is not None]  # the prediction is not a feature
+    names = tuple(fc.feature for fc in checked)
+    for check, metric in _DATA_QUALITY_METRICS.items():
+        f.series(metric, [m], names, [fc.data_quality[check] for fc in checked])  # type: ignore[index]
 
 
 def _window(s: Snapshot, f: Sink) -> None:
@@ -419,8 +421,13 @@ class _Lines:
         if prefixes is None:
             names = spec(name).labels
             prefixes = self._series[key] = [f"{_prefix(sample, names, (*shared, v))} " for v in last]
-        self.lines.setdefault(name, []).append(
-            "".join([f"{p}{_value(v)}\n" for p, v in zip(prefixes, values, strict=True)]))
+        if len(prefixes) != len(values):
+            raise ValueError(f"{name}: {len(prefixes)} label values, {len(values)} values")
+        if values and set(map(type, values)) == {int} and max(values) < 1_000_000 and min(values) >= 0:
+            text = "".join([f"{p}{v}.0\n" for p, v in zip(prefixes, values, strict=True)])  # counts: no call per value
+        else:
+            text = "".join([f"{p}{_value(v)}\n" for p, v in zip(prefixes, values, strict=True)])
+        self.lines.setdefault(name, []).append(text)
 
     def chunks(self) -> dict[str, Chunk]:
         return {name: Chunk("".join(lines).encode()) for name, lines in self.lines.items()}
