@@ -72,8 +72,9 @@ class Sink(Protocol):
     def histogram(self, name: str, labels: Sequence[str], buckets: list[tuple[str, float]],
                   total: float) -> None: ...
 
-    def series(self, name: str, labels: Sequence[str], last: Sequence[str], values: Sequence[float]) -> None:
-        """One sample per element of ``last`` (the family's last label), the other labels shared."""
+    def series(self, name: str, labels: Sequence[str], rows: Sequence[tuple[str, ...]],
+               values: Sequence[float]) -> None:
+        """One sample per row: ``labels`` shared, each row the values of the family's remaining labels."""
 
 
 class _Families:
@@ -101,9 +102,10 @@ class _Families:
             raise TypeError(f"{name} is a {fam.type}, not a histogram")
         fam.add_metric(list(labels), buckets, total)
 
-    def series(self, name: str, labels: Sequence[str], last: Sequence[str], values: Sequence[float]) -> None:
-        for value_of_last, value in zip(last, values, strict=True):
-            self.add(name, [*labels, value_of_last], value)
+    def series(self, name: str, labels: Sequence[str], rows: Sequence[tuple[str, ...]],
+               values: Sequence[float]) -> None:
+        for row, value in zip(rows, values, strict=True):
+            self.add(name, [*labels, *row], value)
 
     def all(self) -> Iterable[Metric]:
         return self._by_name.values()
@@ -134,12 +136,11 @@ def _features(s: Snapshot, f: Sink) -> None:
     m = s.model
     f.add("mlmon_unknown_features", [m], s.unknown_features)
     if s.export_bins:
-        for fc in s.features:
-            f.series("mlmon_feature_bin", [m, fc.feature], fc.bins, fc.counts)
+        f.series("mlmon_feature_bin", [m], s.bin_rows, s.bin_counts)
     checked = [fc for fc in s.features if fc.data_quality is not None]  # the prediction is not a feature
-    names = tuple(fc.feature for fc in checked)
+    rows = tuple((fc.feature,) for fc in checked)
     for check, metric in _DATA_QUALITY_METRICS.items():
-        f.series(metric, [m], names, [fc.data_quality[check] for fc in checked])  # type: ignore[index]
+        f.series(metric, [m], rows, [fc.data_quality[check] for fc in checked])  # type: ignore[index]
 
 
 def _window(s: Snapshot, f: Sink) -> None:
@@ -248,8 +249,8 @@ def _settings(s: Snapshot, f: Sink) -> None:
     f.add("mlmon_predictions_stale_after_seconds", [m], s.stale_after_seconds)
     for fc in s.features:
         f.add("mlmon_baseline_samples", [m, fc.feature], fc.baseline_samples)
-        if s.export_bins:
-            f.series("mlmon_baseline_bin_ratio", [m, fc.feature], fc.bins, fc.baseline_ratio)
+    if s.export_bins:
+        f.series("mlmon_baseline_bin_ratio", [m], s.bin_rows, s.bin_baseline_ratio)
     for check, ratio in s.data_quality_thresholds.items():
         f.add("mlmon_data_quality_threshold_ratio", [m, check], ratio)
     f.add("mlmon_window_min_samples", [m], s.window_min_samples)
@@ -376,7 +377,7 @@ class _Lines:
     __slots__ = ("_prefixes", "_series", "lines")
 
     def __init__(self, prefixes: dict[tuple[str, tuple[str, ...]], str],
-                 series: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]]) -> None:
+                 series: dict[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]], list[str]]) -> None:
         self.lines: dict[str, list[str]] = {}
         self._prefixes = prefixes
         self._series = series
@@ -411,16 +412,17 @@ class _Lines:
             out.append(self._line(f"{name}_count", names, values, buckets[-1][1]))
             out.append(self._line(f"{name}_sum", names, values, total))
 
-    def series(self, name: str, labels: Sequence[str], last: Sequence[str], values: Sequence[float]) -> None:
+    def series(self, name: str, labels: Sequence[str], rows: Sequence[tuple[str, ...]],
+               values: Sequence[float]) -> None:
         sample = _SAMPLE.get(name)
         if sample is None:
             raise TypeError(f"{spec(name).name} is a histogram; use histogram()")
         shared = tuple(labels)
-        key = (name, shared, tuple(last))
+        key = (name, shared, tuple(rows))
         prefixes = self._series.get(key)
         if prefixes is None:
             names = spec(name).labels
-            prefixes = self._series[key] = [f"{_prefix(sample, names, (*shared, v))} " for v in last]
+            prefixes = self._series[key] = [f"{_prefix(sample, names, (*shared, *row))} " for row in rows]
         if len(prefixes) != len(values):
             raise ValueError(f"{name}: {len(prefixes)} label values, {len(values)} values")
         if values and set(map(type, values)) == {int} and max(values) < 1_000_000 and min(values) >= 0:
@@ -453,7 +455,7 @@ class TextCache:
 
     def __init__(self) -> None:
         self._prefixes: dict[tuple[str, tuple[str, ...]], str] = {}
-        self._series: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[str]] = {}
+        self._series: dict[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]], list[str]] = {}
         self._models: dict[int, _ModelText] = {}
         self._headers = {(name, om): header(name, om).encode() for name in _ORDER for om in (False, True)}
         self._lock = threading.Lock()

@@ -221,3 +221,22 @@ def test_real_prometheus_scrapes_openmetrics_and_text_with_equal_samples(fed_ser
     finally:
         forwarder.shutdown()
         forwarder.server_close()
+
+
+def test_flat_bin_counts_are_the_sent_values_binned():
+    """``Snapshot.bin_counts`` (one reduceat over every feature) against binning the sent values."""
+    clock = Clock()
+    service = _classifier_service(clock)
+    mon = service.monitor("m")
+    batch, _, _ = traffic(700, np.random.default_rng(5))
+    mon.ingest(batch)
+    snap = mon.snapshot()
+    counts = dict(zip(snap.bin_rows, snap.bin_counts, strict=True))
+    x = mon.baseline.features["x"]
+    fine = np.bincount(np.searchsorted(x.edges, batch.features["x"], side="left"), minlength=x.n_bins)
+    expected_x = np.add.reduceat(fine, x.coarse_starts).tolist()
+    assert [counts[("x", label)] for label in x.coarse_labels()] == expected_x and sum(expected_x) == 700
+    sent = {g: batch.features["g"].count(g) for g in ("a", "b", "c")}
+    assert {g: counts[("g", g)] for g in sent} == sent
+    for fc in snap.features:  # the per-feature view holds the same numbers
+        assert fc.counts == tuple(counts[(fc.feature, label)] for label in fc.bins)
