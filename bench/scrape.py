@@ -104,6 +104,18 @@ def scrape_series(port: int, count: int, pause: float, until: float = float("inf
     return out
 
 
+def render_seconds(port: int) -> tuple[float, float]:
+    """``mlmon_scrape_duration_seconds`` sum and count: render time inside the sidecar, no HTTP."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    _, body, _ = scrape(conn, PLAIN)
+    values = {}
+    for line in body.decode().splitlines():
+        if line.startswith(("mlmon_scrape_duration_seconds_sum ", "mlmon_scrape_duration_seconds_count ")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values.get("mlmon_scrape_duration_seconds_sum", 0.0), values.get("mlmon_scrape_duration_seconds_count", 0.0)
+
+
 def wait_for_evaluations(port: int, payloads: list[bytes], timeout: float) -> bytes:
     """One batch per model, then scrape until every model shows drift flags; the plain body."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -179,8 +191,11 @@ def main() -> None:
         first = wait_for_evaluations(port, payloads, timeout=60)
         results["samples"] = sum(1 for line in first.splitlines() if line and not line.startswith(b"#"))
         cpu0 = cpu_seconds(proc.pid)
+        sum0, count0 = render_seconds(port)
         results["idle"] = scrape_series(port, scrapes, pause=0.05)
         results["idle_server_cpu_ms_per_scrape"] = (cpu_seconds(proc.pid) - cpu0) * 1000 / (scrapes * len(FORMS))
+        sum1, count1 = render_seconds(port)
+        results["idle_render_ms_per_scrape"] = (sum1 - sum0) * 1000 / max(1.0, count1 - count0)
 
         queue: Any = mp.Queue()
         workers = [mp.Process(target=ingest_worker, args=(port, payloads, args.rate / args.clients, ingest_seconds,
@@ -214,7 +229,8 @@ def report(r: dict[str, Any], scrapes: int) -> None:
     ing = r["ingest"]
     print(f"ingest during the load phase: {ing['records_per_s']:,.0f} records/s achieved "
           f"({ing['records']:,} records, {ing['errors']} refused requests); load average at end {r['loadavg_end']}")
-    print(f"sidecar CPU per idle scrape: {r['idle_server_cpu_ms_per_scrape']:.1f} ms (includes its evaluation timer)\n")
+    print(f"sidecar CPU per idle scrape: {r['idle_server_cpu_ms_per_scrape']:.1f} ms (with its evaluation timer and "
+          f"HTTP); render time in it (mlmon_scrape_duration_seconds): {r['idle_render_ms_per_scrape']:.1f} ms\n")
     print("| request | phase | scrapes | median ms | p95 ms | p99 ms | max ms | body bytes | encoding |")
     print("|---|---|---|---|---|---|---|---|---|")
     for phase in ("idle", "load"):
