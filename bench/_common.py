@@ -6,6 +6,7 @@ Imported by the scripts in this folder as ``import _common`` (each script is run
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -159,11 +160,16 @@ def make_monitor(baseline: Baseline, clock: Callable[[], float] = time.time) -> 
     return ModelMonitor(model_config(), baseline, clock)
 
 
-def make_service(baseline: Baseline, host: str = "127.0.0.1", port: int = 0) -> Service:
-    model = model_config()
+def model_names(models: int = 1) -> list[str]:
+    """``bench``, or ``bench_00``… when a benchmark serves several models of one baseline."""
+    return [MODEL] if models == 1 else [f"{MODEL}_{i:02d}" for i in range(models)]
+
+
+def make_service(baseline: Baseline, host: str = "127.0.0.1", port: int = 0, models: int = 1) -> Service:
+    configs = tuple(dataclasses.replace(model_config(), name=name) for name in model_names(models))
     cfg = Config(server=ServerConfig(listen=f"{host}:{port}", max_body_bytes=64 * 1024 * 1024),
-                 defaults=model.window, models=(model,))
-    return Service(cfg, {MODEL: baseline})
+                 defaults=configs[0].window, models=configs)
+    return Service(cfg, {m.name: dataclasses.replace(baseline, model=m.name) for m in configs})
 
 
 # ---- request bodies -------------------------------------------------------------------------

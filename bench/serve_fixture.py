@@ -6,6 +6,9 @@ the time spent in the cyclic garbage collector per generation. Started by ``benc
 separate process so that client and server do not share a GIL.
 
     /tmp/venv/bin/python bench/serve_fixture.py [--baseline-rows 50000] [--gc-freeze]
+        [--models 1] [--numeric 15] [--categorical 5]
+
+With ``--models N`` (N > 1) the models are ``bench_00``… (``bench/scrape.py`` serves 10 × 50 features).
 """
 
 from __future__ import annotations
@@ -31,10 +34,14 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=0, help="0 = ephemeral")
     ap.add_argument("--gc-freeze", action="store_true",
                     help="experiment: gc.freeze() after start-up, so full collections skip the start-up objects")
+    ap.add_argument("--models", type=int, default=1, help="models served, each with the same baseline")
+    ap.add_argument("--numeric", type=int, default=15, help="numeric features per model")
+    ap.add_argument("--categorical", type=int, default=5, help="categorical features per model")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    service = c.make_service(c.make_baseline(args.baseline_rows), port=args.port)
+    baseline = c.make_baseline(args.baseline_rows, n_numeric=args.numeric, n_categorical=args.categorical)
+    service = c.make_service(baseline, port=args.port, models=args.models)
     server = build_server(service)
     service.start()
 

@@ -212,6 +212,12 @@ class Snapshot:
     outcomes: OutcomeSnapshot | None
     evaluation: Evaluation | None
     limit_hits: dict[str, int] = field(default_factory=dict)
+    bin_rows: tuple[tuple[str, str], ...] = ()
+    """``(feature, bin)`` of every coarse bin, features in order: the same object in every snapshot."""
+    bin_counts: tuple[int, ...] = ()
+    """Cumulative count per entry of ``bin_rows`` (what ``features[i].counts`` hold, flat)."""
+    bin_baseline_ratio: tuple[float, ...] = ()
+    """Baseline ratio per entry of ``bin_rows``: the same object in every snapshot."""
 
 
 class ModelMonitor:
@@ -245,6 +251,19 @@ class ModelMonitor:
         self._cumulative = np.zeros(self._slots.bins.stop, dtype=np.int64)
         self._data_quality = np.zeros((len(self.profiles), len(QUALITY_CHECKS)), dtype=np.int64)
         self._baseline_ratio = [self._ratio(p) for p in self.profiles]
+        # Per profile, what every snapshot repeats: bin labels and baseline size (the same objects
+        # each time, so the exposition cache can key on them).
+        self._coarse_labels = [tuple(p.coarse_labels()) for p in self.profiles]
+        self._baseline_samples = [int(p.fine_counts.sum()) for p in self.profiles]
+        # Every profile's coarse bins in one reduceat over the cumulative vector (a coarse bin is a
+        # run of fine bins; a categorical bin is one fine bin).
+        self._coarse_starts = np.concatenate([
+            self.offsets[i] + (p.coarse_starts if isinstance(p, NumericProfile) else np.arange(p.n_bins))
+            for i, p in enumerate(self.profiles)]).astype(np.intp)
+        self._coarse_ends = np.cumsum([len(labels) for labels in self._coarse_labels]).tolist()
+        self._bin_rows = tuple((p.name, label) for p, labels in zip(self.profiles, self._coarse_labels, strict=True)
+                               for label in labels)
+        self._bin_baseline_ratio = tuple(r for ratios in self._baseline_ratio for r in ratios)
         self._unknown_features = 0
         self.unknown_feature_names: list[str] = []
         self._versions: dict[str, VersionStats] = {}
@@ -711,15 +730,18 @@ class ModelMonitor:
             limit_hits = dict(self.limit_hits)
             window_samples = int(self._window.total(now)[self._records])
         cfg = self.config
+        coarse = tuple(np.add.reduceat(cumulative, self._coarse_starts).tolist())
         features = []
+        start = 0
         for i, profile in enumerate(self.profiles):
-            fine = cumulative[self.offsets[i]:self.offsets[i + 1]]
+            end = self._coarse_ends[i]
             features.append(FeatureCounts(
-                feature=profile.name, kind=profile.kind, bins=tuple(profile.coarse_labels()),
-                counts=tuple(profile.coarse_counts(fine).tolist()), baseline_ratio=self._baseline_ratio[i],
+                feature=profile.name, kind=profile.kind, bins=self._coarse_labels[i],
+                counts=coarse[start:end], baseline_ratio=self._baseline_ratio[i],
                 data_quality=None if profile.name == PREDICTION else dict(
                     zip(QUALITY_CHECKS, data_quality[i].tolist(), strict=True)),
-                baseline_samples=int(profile.fine_counts.sum())))
+                baseline_samples=self._baseline_samples[i]))
+            start = end
         counters, pending = self.outcomes.snapshot()
         slos = []
         for slo in cfg.slos:
@@ -736,7 +758,8 @@ class ModelMonitor:
             stale_after_seconds=cfg.stale_after_seconds, window_samples=window_samples,
             window_min_samples=cfg.window.min_samples, export_bins=cfg.drift.export_bins, slos=tuple(slos),
             outcomes=self._outcome_snapshot(counters, pending), evaluation=self._evaluation,
-            limit_hits=limit_hits)
+            limit_hits=limit_hits, bin_rows=self._bin_rows, bin_counts=coarse,
+            bin_baseline_ratio=self._bin_baseline_ratio)
 
     def _outcome_snapshot(self, counters: OutcomeCounters, pending: int) -> OutcomeSnapshot | None:
         outcomes = self.outcomes

@@ -139,7 +139,7 @@ _PATHS: dict[str, tuple[str, dict[str, Any]]] = {
         "summary": "This document", "responses": {"200": _answer("OpenAPI 3.0 document", {"type": "object"}),
                                                   "401": _ERRORS["401"]}}}),
     "/metrics": ("scrape", {"get": {
-        "summary": "Prometheus exposition",
+        "summary": "Prometheus exposition (OpenMetrics text when Accept asks for it; gzip when Accept-Encoding allows)",
         "responses": {"200": _answer("Metrics", {"type": "string"}, "text/plain"), "401": _ERRORS["401"]}}}),
     "/healthz": ("scrape", {"get": {
         "summary": "Liveness (never needs credentials)",

@@ -24,7 +24,6 @@ from typing import Any
 
 import orjson
 from flask import Flask, Response, request
-from prometheus_client import CONTENT_TYPE_LATEST
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.batch import PayloadError
@@ -283,8 +282,13 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
 
     @route("scrape", "GET", "/metrics")
     def metrics() -> Response:
-        return Response(service.selfmon.exposition(), mimetype=None,
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+        """Plain text or OpenMetrics by ``Accept``, gzip by ``Accept-Encoding``, as prometheus_client serves."""
+        out = service.selfmon.exposition(request.headers.get("Accept"), request.headers.get("Accept-Encoding"))
+        response = Response(out.body, mimetype=None,
+                            headers={"Content-Type": out.content_type, "Vary": "Accept, Accept-Encoding"})
+        if out.gzipped:
+            response.headers["Content-Encoding"] = "gzip"
+        return response
 
     @route("scrape", "GET", "/healthz")
     def healthz() -> Response:

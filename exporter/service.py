@@ -81,10 +81,10 @@ class Service:
         """Set on SIGTERM: /readyz answers 503 while in-flight requests finish."""
         self._checkpointer: threading.Thread | None = None
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(MlmonCollector(lambda: list(self.monitors.values()),
-                                              self.unattributed_rejections, self._on_scrape,
-                                              self.checkpoint_stats, events=self.event_stats))
-        self.selfmon = SelfMonitor(self.registry)
+        self.collector = MlmonCollector(lambda: list(self.monitors.values()), self.unattributed_rejections,
+                                        self._on_scrape, self.checkpoint_stats, events=self.event_stats)
+        self.registry.register(self.collector)
+        self.selfmon = SelfMonitor(self.registry, self.collector.text)
 
     def _new_joiner(self) -> EventJoiner:
         config = self.config
