@@ -126,6 +126,15 @@ def parse_tensors(items: Any, field: str) -> list[Tensor]:
     tensors: list[Tensor] = []
     seen: set[str] = set()
     for i, item in enumerate(items):
+        if type(item) is dict:  # the usual tensor, [n] with n flat values, taken without the checks below
+            name, datatype, raw, dims = item.get("name"), item.get("datatype"), item.get("data"), item.get("shape")
+            if (type(name) is str and name and name not in seen and type(datatype) is str and datatype in DATATYPES
+                    and type(raw) is list
+                    and type(dims) is list and len(dims) == 1 and type(dims[0]) is int and dims[0] == len(raw)
+                    and type(item.get("parameters", {})) is dict and list not in map(type, raw)):
+                seen.add(name)
+                tensors.append(Tensor(name, (dims[0],), datatype, raw))
+                continue
         f = f"{field}[{i}]"
         if not isinstance(item, dict):
             raise PayloadError(f, f"expected an object, got {type_name(item)}")
