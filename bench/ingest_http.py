@@ -99,10 +99,25 @@ def stop_server(proc: subprocess.Popen[str]) -> dict[str, Any] | None:
         return None
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process from /proc/<pid>/stat."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """utime + stime of a process from /proc/<pid>/stat, with (by default) that of its live child
+    processes: the sidecar's ingest workers (exporter/offload.py) are part of its cost."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    if not children:
+        return own
+    kids: list[str] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            kids += (task / "children").read_text().split()
+        except OSError:
+            continue
+    for kid in kids:
+        try:
+            own += cpu_seconds(int(kid))
+        except OSError:  # exited meanwhile
+            continue
+    return own
 
 
 def request(conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None) -> tuple[int, Any]:
@@ -317,6 +332,7 @@ def main() -> None:
                                         c.stamp_ids(body, 0xFF000000 + 8 * (form == "row") + j))
                 if status != 200 or reply["accepted"] != batch or reply["rejected"]:
                     raise SystemExit(f"warm-up {form} request failed: {status} {str(reply)[:300]}")
+        time.sleep(3)  # the first large batch started the sidecar's ingest worker: let it come up
         warm = 4 * batch
         for form, bs in bodies.items():
             for n in clients:

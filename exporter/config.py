@@ -66,6 +66,9 @@ class ServerConfig:
     listen: str = "127.0.0.1:8000"
     max_body_bytes: int = 10 * 1024 * 1024
     auth_token_env: str | None = None
+    ingest_workers: int = 1
+    """Processes that parse and encode large prediction batches beside the serving thread
+    (exporter/offload.py); 0 keeps all work in the serving process."""
     threads: int = 8
     """Ignored: mlmon serves every listener from one thread (exporter/httpserver.py); still read, so
     older files load, with a warning."""
@@ -718,7 +721,8 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
     spath = "server"
     srv = r.mapping(top.get("server"), spath, {
         "listen", "max_body_bytes", "auth_token_env", "threads", "metrics_listen", "web_config_file",
-        "read_token_env", "connection_limit", "idle_timeout", "request_timeout", "drain_timeout"})
+        "read_token_env", "connection_limit", "idle_timeout", "request_timeout", "drain_timeout",
+        "ingest_workers"})
     listen = _address(r, srv, "listen", spath, ServerConfig.listen)
     metrics_listen = _address(r, srv, "metrics_listen", spath, None)
     if listen and metrics_listen and listen == metrics_listen:
@@ -739,6 +743,8 @@ def config_from_dict(data: Any, *, base_dir: Path | None = None, source: Path | 
         max_body_bytes=r.number(srv, "max_body_bytes", spath, ServerConfig.max_body_bytes, integer=True),
         auth_token_env=r.string(srv, "auth_token_env", spath),
         threads=r.number(srv, "threads", spath, ServerConfig.threads, integer=True, at_most=256),
+        ingest_workers=r.number(srv, "ingest_workers", spath, ServerConfig.ingest_workers, integer=True, at_most=64,
+                                positive=False),
     )
     if "threads" in srv:
         log.warning("server.threads is ignored: mlmon serves every listener from one thread (README Architecture)")

@@ -17,7 +17,8 @@ a request (headers and body) not received within ``request_timeout`` is answered
 a slowloris client cannot keep a slot; a body declared or grown past ``max_body_bytes`` is answered 413 at once, unread;
 headers are capped at 64 KiB; header names with ``_`` are dropped, as a proxy in front may have
 meant ``-`` and the two would collide in the WSGI environ. Besides the PEP 3333 keys, the environ
-holds ``mlmon.headers``: the headers by lower-case name, which the ingest routes read as they are.
+holds ``mlmon.headers``: the headers by lower-case name, which the ingest routes read as they are,
+and ``mlmon.later``: the app may answer with a :class:`Later` (exporter/offload.py uses it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import socket
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -55,6 +58,18 @@ def _plain(status: int, body: bytes, content_type: bytes = b"application/json") 
             + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
 
 
+class Later:
+    """What a WSGI app may return, instead of a body, when the environ has ``mlmon.later``: the
+    server stops reading that connection, waits for ``future`` off its thread (answering other
+    connections meanwhile), then calls ``then(future, start_response)`` on its thread for the body."""
+
+    __slots__ = ("future", "then")
+
+    def __init__(self, future: Future[Any], then: Callable[[Future[Any], Callable[..., Any]], Iterable[bytes]]) -> None:
+        self.future = future
+        self.then = then
+
+
 class _Connection(asyncio.Protocol):
     """One client connection: parses requests as bytes arrive and answers each when complete."""
 
@@ -66,6 +81,8 @@ class _Connection(asyncio.Protocol):
         self.last_active = time.monotonic()
         self.request_started: float | None = None  # first byte of the request being received
         self.busy = False  # the app is running on a request of this connection
+        self.waiting = False  # its answer is being prepared elsewhere (a Later)
+        self.queue: deque[tuple[dict[str, Any], bool]] = deque()
         self._reset()
 
     def _reset(self) -> None:
@@ -150,15 +167,57 @@ class _Connection(asyncio.Protocol):
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.request_started = None
-        if self.refused or self.transport is None:
-            return
-        keep_alive = self.parser.should_keep_alive() and not self.server.stopping
+        # ``busy`` is raised before ``request_started`` is cleared and lowered only after the answer
+        # is written (or ``waiting`` raised): a drain polling ``in_flight`` from another thread
+        # never sees this request as finished before its answer is on its way.
         self.busy = True
         try:
-            response = self.server.respond(self, keep_alive)
+            self.request_started = None
+            if self.refused or self.transport is None:
+                return
+            request = (self.server._environ(self), self.parser.should_keep_alive() and not self.server.stopping)
+            if self.waiting:  # pipelined behind an answer still being prepared: answered in order
+                self.queue.append(request)
+            else:
+                self._serve(*request)
         finally:
             self.busy = False
+
+    def _serve(self, environ: dict[str, Any], keep_alive: bool) -> None:
+        """Called with ``busy`` raised."""
+        answer = self.server.respond(environ, keep_alive)
+        if isinstance(answer, Later):
+            self.waiting = True
+            if self.transport is not None:
+                self.transport.pause_reading()
+            later = answer
+
+            def done(waited: asyncio.Future[Any]) -> None:
+                if not waited.cancelled():
+                    waited.exception()  # ``then`` reads the outcome from ``later.future``
+                self._resume(environ, later, keep_alive)
+
+            asyncio.wrap_future(later.future, loop=self.server.loop).add_done_callback(done)
+            return
+        self._send(answer, keep_alive)
+
+    def _resume(self, environ: dict[str, Any], later: Later, keep_alive: bool) -> None:
+        self.busy = True
+        try:
+            answer = self.server.respond(environ, keep_alive, later)
+            assert isinstance(answer, bytes)
+            self.waiting = False
+            self._send(answer, keep_alive)
+            while self.queue and not self.waiting and self.transport is not None and not self.transport.is_closing():
+                self._serve(*self.queue.popleft())
+            if not self.waiting and self.transport is not None and not self.transport.is_closing():
+                self.transport.resume_reading()
+        finally:
+            self.busy = False
+
+    def _send(self, response: bytes, keep_alive: bool) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
         self.transport.write(response)
         if not keep_alive:
             self.transport.close()
@@ -185,7 +244,7 @@ class _Connection(asyncio.Protocol):
         """A request being received or answered, or an answer not yet sent."""
         transport = self.transport
         pending = transport is not None and not transport.is_closing() and transport.get_write_buffer_size() > 0
-        return self.busy or self.request_started is not None or pending
+        return self.busy or self.waiting or self.request_started is not None or pending
 
 
 class HttpServer:
@@ -215,7 +274,7 @@ class HttpServer:
             "SCRIPT_NAME": "", "SERVER_NAME": self.server_name, "SERVER_PORT": str(self.effective_port),
             "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": False, "wsgi.run_once": False,
-            "wsgi.input_terminated": True,
+            "wsgi.input_terminated": True, "mlmon.later": True,
         }
         self._thread: threading.Thread | None = None
 
@@ -315,7 +374,7 @@ class HttpServer:
         """Close idle connections and cut off requests that take too long to arrive."""
         now = time.monotonic()
         for conn in list(self.connections):
-            if conn.busy or conn.transport is None:
+            if conn.busy or conn.waiting or conn.transport is None:
                 continue
             if conn.request_started is not None and now - conn.request_started > self.request_timeout:
                 conn._answer_and_close(408, b'{"error": "request not received within server.request_timeout"}')
@@ -325,9 +384,9 @@ class HttpServer:
 
     # ---- one request ----------------------------------------------------------------------
 
-    def respond(self, conn: _Connection, keep_alive: bool) -> bytes:
-        """Run the app on the request ``conn`` holds; the whole response, as bytes."""
-        environ = self._environ(conn)
+    def respond(self, environ: dict[str, Any], keep_alive: bool, later: Later | None = None) -> bytes | Later:
+        """Run the app on a request (or finish a ``later`` answer): the whole response as bytes,
+        or the app's ``Later`` when it answers once work done elsewhere is complete."""
         captured: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[..., None]:
@@ -335,7 +394,9 @@ class HttpServer:
             return lambda data: None
 
         try:
-            result = self.app(environ, start_response)
+            result = self.app(environ, start_response) if later is None else later.then(later.future, start_response)
+            if isinstance(result, Later):
+                return result
             try:
                 body = b"".join(result)
             finally:

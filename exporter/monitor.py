@@ -154,6 +154,29 @@ class IngestResult:
 
 
 @dataclass(frozen=True)
+class PreparedBatch:
+    """A batch encoded against the baseline (``ModelMonitor.prepare``), ready to be added to the
+    state (``ModelMonitor.apply``): numbers and the few per-record values the label join needs."""
+
+    size: int
+    version: str
+    ids: list[str | None] | None
+    pred_keys: list[Any] | None
+    proba: np.ndarray | None
+    groups: dict[str, list[Any]]
+    vector: np.ndarray
+    quality: np.ndarray
+    unknown: list[str]
+    unknown_values: int
+    lat_counts: np.ndarray
+    latency_sum: float
+    errors: int
+    slo_add: dict[str, tuple[int, int]]
+    classes: Counter[str]
+    rejected: list[Rejection]
+
+
+@dataclass(frozen=True)
 class FeatureCounts:
     """One feature (or the prediction) as a scrape shows it: coarse bins, data quality, drift threshold."""
 
@@ -356,8 +379,12 @@ class ModelMonitor:
         self.limit_hits["max_versions"] += 1
 
     def ingest(self, batch: Batch, now: float | None = None) -> IngestResult:
-        """Add a parsed batch. Encoding runs outside the lock; only the additions hold it."""
-        now = self.clock() if now is None else now
+        """Add a parsed batch: :meth:`prepare` then :meth:`apply`."""
+        return self.apply(self.prepare(batch), now)
+
+    def prepare(self, batch: Batch) -> PreparedBatch:
+        """Everything about a batch that depends only on the baseline and the config: encoding,
+        data quality, the count vector. Pure, so it may run in another process (exporter/offload.py)."""
         n = batch.size
         quality = np.zeros_like(self._data_quality)
         parts: list[np.ndarray] = []
@@ -387,28 +414,39 @@ class ModelMonitor:
         reported = latency[np.isfinite(latency)]
         lat_counts = np.bincount(np.searchsorted(self._latency_bounds, reported, side="left"),
                                  minlength=self._latency_bounds.size + 1)
-        errors = int(np.count_nonzero(batch.error))
         slo_add = self._slo_events(batch, reported)
         if self._window_slos:
             vector[self._slots.slo] = np.ravel([slo_add[slo.name] for slo in self._window_slos])
-        version = self._version(batch.version)
-        if pred_keys is not None and batch.predictions is not None:
-            self.outcomes.observe(batch.ids, version, pred_keys, self.outcomes.probabilities(batch.predictions),
-                                  self._group_values(batch.groups), now)
         classes: Counter[str] = Counter()
         if pred_keys is not None and self.baseline.task != "regression":
             classes.update(pred_keys)
             classes.pop(None, None)  # type: ignore[call-overload]
+        proba = None
+        if pred_keys is not None and batch.predictions is not None and self.outcomes.enabled:
+            proba = self.outcomes.probabilities(batch.predictions)
+        return PreparedBatch(
+            size=n, version=batch.version, ids=batch.ids, pred_keys=pred_keys, proba=proba, groups=batch.groups,
+            vector=vector, quality=quality, unknown=unknown, unknown_values=unknown_values, lat_counts=lat_counts,
+            latency_sum=float(reported.sum()), errors=int(np.count_nonzero(batch.error)), slo_add=slo_add,
+            classes=classes, rejected=batch.rejected)
 
+    def apply(self, p: PreparedBatch, now: float | None = None) -> IngestResult:
+        """Add a prepared batch to the state: the label join first, then the counters under the lock."""
+        now = self.clock() if now is None else now
+        n = p.size
+        version = self._version(p.version)
+        if p.pred_keys is not None:
+            self.outcomes.observe(p.ids, version, p.pred_keys, p.proba, self._group_values(p.groups), now)
+        vector, quality = p.vector, p.quality
         with self._lock:
             self._window.add(now, vector)
             self._cumulative += vector[self._slots.bins]
             self._data_quality += quality
-            self._unknown_features += unknown_values
-            self._remember_unknown(unknown)
-            if batch.rejected:
-                self._rejected["invalid_record"] += len(batch.rejected)
-            for name, (events, bad) in slo_add.items():
+            self._unknown_features += p.unknown_values
+            self._remember_unknown(p.unknown)
+            if p.rejected:
+                self._rejected["invalid_record"] += len(p.rejected)
+            for name, (events, bad) in p.slo_add.items():
                 self._slo[name][0] += events
                 self._slo[name][1] += bad
             if n:
@@ -419,16 +457,16 @@ class ModelMonitor:
                     stats = self._versions[version] = VersionStats(
                         first_seen=now, latency_buckets=np.zeros(self._latency_bounds.size + 1, dtype=np.int64))
                 stats.predictions += n
-                stats.errors += errors
-                stats.latency_buckets += lat_counts
-                stats.latency_sum += float(reported.sum())
+                stats.errors += p.errors
+                stats.latency_buckets += p.lat_counts
+                stats.latency_sum += p.latency_sum
                 stats.last_seen = now
-                for key, count in classes.items():
+                for key, count in p.classes.items():
                     stats.classes[self._class_label(key, stats)] += count
         feature_rows = quality[:len(self.baseline.features)]  # the prediction, last, is not a feature
         problems = dict(zip(QUALITY_CHECKS, feature_rows.sum(axis=0).tolist(), strict=True))
-        problems["unknown_features"] = unknown_values
-        return IngestResult(accepted=n, rejected=batch.rejected, problems=problems)
+        problems["unknown_features"] = p.unknown_values
+        return IngestResult(accepted=n, rejected=p.rejected, problems=problems)
 
     def _remember_unknown(self, names: list[str]) -> None:
         """Called under the lock: keep a bounded list of unknown names, each a safe label."""

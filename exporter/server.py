@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -31,9 +32,9 @@ from exporter.config import ServerConfig
 from exporter.formats import decode_event
 from exporter.formats._common import decompress_body, load_json
 from exporter.formats.labels import INVALID_LABEL, parse_labels
-from exporter.formats.native import parse_predictions
-from exporter.httpserver import HttpServer
+from exporter.httpserver import HttpServer, Later
 from exporter.limits import return_large_allocations
+from exporter.offload import Offload, Prepared, prepare_body
 from exporter.openapi import openapi_document
 from exporter.service import Service
 from exporter.status import model_status
@@ -112,13 +113,16 @@ class _FastPost:
     (a body without Content-Length, every other route and method).
     """
 
-    def __init__(self, flask_app: Any, routes: dict[str, PostHandler], gate: _PostGate, max_body: int) -> None:
+    def __init__(self, flask_app: Any, routes: dict[str, PostHandler], gate: _PostGate, max_body: int,
+                 offload: Offload | None = None, finish: Callable[[Prepared], Reply] | None = None) -> None:
         self.flask_app = flask_app
         self.routes = routes
         self.gate = gate
         self.max_body = max_body
+        self.offload = offload
+        self.finish = finish
 
-    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes] | Later:
         handler = self.routes.get(environ.get("PATH_INFO", ""))
         length = environ.get("CONTENT_LENGTH", "")
         if handler is None or environ.get("REQUEST_METHOD") != "POST" or not length.isdigit():
@@ -128,17 +132,52 @@ class _FastPost:
             if reply is None and int(length) > self.max_body:
                 reply = _too_large(self.gate.service)
             if reply is None:
-                headers = environ.get("mlmon.headers")  # exporter/httpserver.py gives them ready
-                reply = handler(environ["wsgi.input"].read(int(length)),
-                                headers if headers is not None else _environ_headers(environ))
+                given = environ.get("mlmon.headers")  # exporter/httpserver.py gives them ready
+                headers = given if given is not None else _environ_headers(environ)
+                raw = environ["wsgi.input"].read(int(length))
+                later = self._offloaded(environ, raw, headers)
+                if later is not None:
+                    return later
+                reply = handler(raw, headers)
         except Exception:
             log.exception("unexpected error on POST %s", environ.get("PATH_INFO"))
             reply = 500, _problem("internal error; see the sidecar's log")
-        status, body = reply
-        out = _dumps(body)
-        start_response(_STATUS_LINES.get(status) or f"{status} {HTTPStatus(status).phrase}",
-                       [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
-        return [out]
+        return _answer(reply, start_response)
+
+    def _offloaded(self, environ: dict[str, Any], raw: bytes, headers: Mapping[str, str]) -> Later | None:
+        """A large prediction batch goes to a worker process when the server can wait for it."""
+        if self.offload is None or self.finish is None or not environ.get("mlmon.later") \
+                or environ.get("PATH_INFO") != "/v1/predictions":
+            return None
+        encoding = headers.get("content-encoding")
+        future = self.offload.submit(raw, encoding)
+        if future is None:
+            return None
+        offload, finish = self.offload, self.finish
+
+        def then(done: Future[Prepared], start_response: Callable[..., Any]) -> Iterable[bytes]:
+            try:
+                try:
+                    prepared = done.result()
+                except Exception as exc:  # the worker died or failed: prepare the batch here instead
+                    log.warning("ingest worker failed (%s); preparing the batch in the serving process", exc)
+                    offload.failed()
+                    prepared = prepare_body(raw, encoding, self.max_body, self.gate.service.monitors)
+                reply = finish(prepared)
+            except Exception:
+                log.exception("unexpected error on POST /v1/predictions")
+                reply = 500, _problem("internal error; see the sidecar's log")
+            return _answer(reply, start_response)
+
+        return Later(future, then)
+
+
+def _answer(reply: Reply, start_response: Callable[..., Any]) -> list[bytes]:
+    status, body = reply
+    out = _dumps(body)
+    start_response(_STATUS_LINES.get(status) or f"{status} {HTTPStatus(status).phrase}",
+                   [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    return [out]
 
 
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
@@ -159,8 +198,8 @@ def _too_large(service: Service) -> Reply:
                          "(server.max_body_bytes); send smaller batches")
 
 
-def _post_handlers(service: Service) -> dict[str, PostHandler]:
-    """The ingest routes, keyed by path."""
+def _post_handlers(service: Service) -> tuple[dict[str, PostHandler], Callable[[Prepared], Reply]]:
+    """The ingest routes, keyed by path, and how a batch prepared elsewhere is finished."""
     max_body = service.config.server.max_body_bytes
 
     def load(raw: bytes, headers: Mapping[str, str]) -> Any:
@@ -183,16 +222,19 @@ def _post_handlers(service: Service) -> dict[str, PostHandler]:
         return 400, _problem(str(exc), field=exc.field)
 
     def predictions(raw: bytes, headers: Mapping[str, str]) -> Reply:
-        try:
-            batch = parse_predictions(load(raw, headers))
-        except PayloadError as exc:
-            return bad_payload(exc)
-        monitor = service.monitor(batch.model)
-        if monitor is None:
-            return unknown_model(batch.model, batch.size + len(batch.rejected))
-        result = monitor.ingest(batch)
+        return finish_predictions(prepare_body(raw, headers.get("content-encoding"), max_body, service.monitors))
+
+    def finish_predictions(prepared: Prepared) -> Reply:
+        """A prepared batch (here or in a worker process) added to its model; the reply."""
+        kind, first, second = prepared
+        if kind == "payload":
+            return bad_payload(PayloadError(first, second))
+        monitor = service.monitor(first)
+        if kind == "unknown_model" or monitor is None:
+            return unknown_model(first, second if kind == "unknown_model" else second.size + len(second.rejected))
+        result = monitor.apply(second)
         if result.rejected:
-            log.info("model %s: rejected %d of %d records", batch.model, len(result.rejected),
+            log.info("model %s: rejected %d of %d records", first, len(result.rejected),
                      result.accepted + len(result.rejected))
         status = 422 if result.rejected and not result.accepted else 200
         return status, {"accepted": result.accepted, "rejected": [r.to_json() for r in result.rejected],
@@ -241,8 +283,9 @@ def _post_handlers(service: Service) -> dict[str, PostHandler]:
         service.record_client_loss(model, client, counts)
         return 200, {"status": "ok"}
 
-    return {"/v1/predictions": predictions, "/v1/labels": labels, "/v1/events": events,
-            "/v1/client-stats": client_stats}
+    routes: dict[str, PostHandler] = {"/v1/predictions": predictions, "/v1/labels": labels, "/v1/events": events,
+                                      "/v1/client-stats": client_stats}
+    return routes, finish_predictions
 
 
 def create_app(service: Service, token: str | None = None, read_auth: ReadAuth | None = None,
@@ -252,7 +295,7 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
     app = Flask("mlmon")
     app.config["MAX_CONTENT_LENGTH"] = service.config.server.max_body_bytes
     gate = _PostGate(service, token)
-    posts = _post_handlers(service) if "ingest" in groups else {}
+    posts, finish = _post_handlers(service) if "ingest" in groups else ({}, None)
 
     @app.before_request
     def _authorise() -> Response | None:
@@ -278,7 +321,8 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
             return _json(body, status)
 
         app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
-    app.wsgi_app = _FastPost(app.wsgi_app, posts, gate, service.config.server.max_body_bytes)  # type: ignore[method-assign]
+    app.wsgi_app = _FastPost(app.wsgi_app, posts, gate, service.config.server.max_body_bytes,  # type: ignore[method-assign,assignment]
+                             service.offload if finish is not None else None, finish)
 
     @route("scrape", "GET", "/metrics")
     def metrics() -> Response:

@@ -24,6 +24,7 @@ from exporter.formats import InferenceEvent
 from exporter.formats.kserve_v1 import seldon_feedback
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
+from exporter.offload import Offload
 from exporter.profile import Baseline, load_baseline
 from exporter.selfmon import SelfMonitor
 
@@ -85,6 +86,8 @@ class Service:
                                         self._on_scrape, self.checkpoint_stats, events=self.event_stats)
         self.registry.register(self.collector)
         self.selfmon = SelfMonitor(self.registry, self.collector.text)
+        self.offload = Offload(config, self._baselines, workers=config.server.ingest_workers)
+        """Worker processes for large prediction batches; none run until the first one arrives."""
 
     def _new_joiner(self) -> EventJoiner:
         config = self.config
@@ -246,6 +249,7 @@ class Service:
             if thread is not None:
                 thread.join(timeout=5)
         self._thread = self._checkpointer = None
+        self.offload.close()
         self.flush_events()
         self.checkpoint()
 
