@@ -101,8 +101,8 @@ class Offload:
             pool = self._pool
         try:
             future = pool.submit(prepare_body, raw, content_encoding, self.max_body)
-        except RuntimeError:  # broken or shut down: start a fresh pool on the next batch
-            self._broken()
+        except RuntimeError:  # broken (a worker died) or shut down: a fresh pool on the next batch
+            self.failed()
             return None
         self.prepared += 1
         return future
@@ -122,7 +122,7 @@ class Offload:
             f.add_done_callback(up)
 
     def failed(self) -> None:
-        """A prepared batch did not come back (worker died or raised): counted, pool renewed."""
+        """The pool broke (a worker died) or a batch did not come back: counted, pool renewed."""
         self.failures += 1
         self._broken()
 
