@@ -110,8 +110,6 @@ class _Connection(asyncio.Protocol):
         self.last_active = time.monotonic()
         if self.refused:
             return
-        if self.request_started is None:
-            self.request_started = self.last_active
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -132,9 +130,9 @@ class _Connection(asyncio.Protocol):
     # ---- httptools callbacks --------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        """The first byte of a request (llhttp skips blank lines between requests): its deadline starts."""
         self._reset()
-        if self.request_started is None:
-            self.request_started = time.monotonic()
+        self.request_started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -372,15 +370,15 @@ class HttpServer:
 
     def _sweep(self) -> None:
         """Close idle connections and cut off requests that take too long to arrive."""
+        self.loop.call_later(_SWEEP_SECONDS, self._sweep)  # first: whatever happens below, the sweep goes on
         now = time.monotonic()
         for conn in list(self.connections):
-            if conn.busy or conn.waiting or conn.transport is None:
+            if conn.busy or conn.waiting or conn.transport is None or conn.transport.is_closing():
                 continue
             if conn.request_started is not None and now - conn.request_started > self.request_timeout:
                 conn._answer_and_close(408, b'{"error": "request not received within server.request_timeout"}')
             elif conn.request_started is None and now - conn.last_active > self.idle_timeout:
                 conn.transport.close()
-        self.loop.call_later(_SWEEP_SECONDS, self._sweep)
 
     # ---- one request ----------------------------------------------------------------------
 

@@ -202,3 +202,17 @@ def test_a_server_closed_before_it_ran_releases_its_port():
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", port))
+
+
+def test_blank_lines_between_requests_start_no_deadline():
+    """llhttp skips the CRLFs some clients send after a request: no request is under way, so no 408."""
+    with running(idle_timeout=5.0, request_timeout=1.0) as server, \
+            socket.create_connection(("127.0.0.1", server.effective_port), timeout=5) as s:
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+        s.settimeout(2.0)
+        with pytest.raises(TimeoutError):
+            s.recv(100)
+        s.settimeout(5)
+        s.sendall(b"GET /y HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
