@@ -45,12 +45,17 @@ log = logging.getLogger("mlmon.http")
 
 MAX_HEADER_BYTES = 64 * 1024
 _SWEEP_SECONDS = 0.5
-_REASONS = {s.value: s.phrase for s in HTTPStatus}
+_STATUS_TEXT = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
+def status_text(status: int) -> str:
+    """``"202 Accepted"``: a WSGI status string."""
+    return _STATUS_TEXT.get(status) or f"{status} Unknown"
+
+
 def _status_line(status: int) -> bytes:
-    return f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n".encode("latin-1")
+    return f"HTTP/1.1 {status_text(status)}\r\n".encode("latin-1")
 
 
 def _plain(status: int, body: bytes, content_type: bytes = b"application/json") -> bytes:

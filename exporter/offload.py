@@ -24,7 +24,7 @@ from typing import Any
 
 from exporter.batch import PayloadError
 from exporter.config import Config
-from exporter.formats._common import decompress_body, load_json
+from exporter.formats._common import read_json_body
 from exporter.formats.native import parse_predictions
 from exporter.monitor import ModelMonitor, PreparedBatch
 from exporter.profile import Baseline
@@ -54,7 +54,7 @@ def prepare_body(raw: bytes, content_encoding: str | None, max_body: int,
     worker (with its own monitors) and, as the fall-back, in the serving thread."""
     monitors = _monitors if monitors is None else monitors
     try:
-        batch = parse_predictions(load_json(decompress_body(raw, content_encoding, max_body), "$"))
+        batch = parse_predictions(read_json_body(raw, content_encoding, max_body))
     except PayloadError as exc:
         return "payload", exc.field, exc.reason
     monitor = monitors.get(batch.model)

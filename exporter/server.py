@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import orjson
@@ -30,9 +29,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from exporter.batch import PayloadError
 from exporter.config import ServerConfig
 from exporter.formats import decode_event
-from exporter.formats._common import decompress_body, load_json
+from exporter.formats._common import decompress_body, read_json_body
 from exporter.formats.labels import INVALID_LABEL, parse_labels
-from exporter.httpserver import HttpServer, Later
+from exporter.httpserver import HttpServer, Later, status_text
 from exporter.limits import return_large_allocations
 from exporter.offload import Offload, Prepared, prepare_body
 from exporter.openapi import openapi_document
@@ -175,12 +174,9 @@ class _FastPost:
 def _answer(reply: Reply, start_response: Callable[..., Any]) -> list[bytes]:
     status, body = reply
     out = _dumps(body)
-    start_response(_STATUS_LINES.get(status) or f"{status} {HTTPStatus(status).phrase}",
+    start_response(status_text(status),
                    [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
     return [out]
-
-
-_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> dict[str, str]:
@@ -203,7 +199,7 @@ def _post_handlers(service: Service) -> tuple[dict[str, PostHandler], Callable[[
     max_body = service.config.server.max_body_bytes
 
     def load(raw: bytes, headers: Mapping[str, str]) -> Any:
-        return load_json(decompress_body(raw, headers.get("content-encoding"), max_body), "$")
+        return read_json_body(raw, headers.get("content-encoding"), max_body)
 
     def load_object(raw: bytes, headers: Mapping[str, str]) -> dict[str, Any]:
         data = load(raw, headers)

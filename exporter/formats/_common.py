@@ -214,3 +214,8 @@ def decompress_body(raw: bytes, content_encoding: str | None, limit: int) -> byt
     if len(out) > limit or inflater.unconsumed_tail:
         raise PayloadError("body", f"decompresses to more than {limit} bytes (server.max_body_bytes)")
     return out
+
+
+def read_json_body(raw: bytes, content_encoding: str | None, limit: int) -> Any:
+    """A request body as JSON: gzip undone (capped at ``limit``), then parsed; errors name ``$``."""
+    return load_json(decompress_body(raw, content_encoding, limit), "$")
