@@ -2,8 +2,9 @@
 
 Everything that happens to a batch before it touches state (gzip, JSON, the record checks,
 binning against the baseline) depends only on the request's bytes and on the baselines and
-config, which never change while mlmon runs; it costs about 2.5 ms per 1,000 × 20 batch. What
-must stay in the serving process (the label join, the counters) costs about 1 ms. So a worker
+config, which never change while mlmon runs, and it is most of a large batch's cost (the stage
+table of bench/ingest_http.py); what must stay in the serving process is the label join and the
+counters. So a worker
 process prepares large batches (``ModelMonitor.prepare``) while the serving thread answers other
 requests and adds prepared batches (``ModelMonitor.apply``); no model's state is split. Small
 requests (events, labels, single records) are not worth the hand-off and never come here.
