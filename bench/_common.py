@@ -165,9 +165,13 @@ def model_names(models: int = 1) -> list[str]:
     return [MODEL] if models == 1 else [f"{MODEL}_{i:02d}" for i in range(models)]
 
 
-def make_service(baseline: Baseline, host: str = "127.0.0.1", port: int = 0, models: int = 1) -> Service:
+def make_service(baseline: Baseline, host: str = "127.0.0.1", port: int = 0, models: int = 1,
+                 ingest_workers: int | None = None) -> Service:
     configs = tuple(dataclasses.replace(model_config(), name=name) for name in model_names(models))
-    cfg = Config(server=ServerConfig(listen=f"{host}:{port}", max_body_bytes=64 * 1024 * 1024),
+    server = ServerConfig(listen=f"{host}:{port}", max_body_bytes=64 * 1024 * 1024)
+    if ingest_workers is not None:
+        server = dataclasses.replace(server, ingest_workers=ingest_workers)
+    cfg = Config(server=server,
                  defaults=configs[0].window, models=configs)
     return Service(cfg, {m.name: dataclasses.replace(baseline, model=m.name) for m in configs})
 

@@ -9,7 +9,10 @@ before the clock starts and sent by 1 and 2 client processes over keep-alive con
 
 References measured in the same run, in this process, before the server starts:
 - ``orjson.loads`` of the same bodies: the parsing floor (records/s);
-- ``parse_predictions`` + ``ModelMonitor.ingest`` in process: the server's work without HTTP.
+- ``prepare_body`` + ``ModelMonitor.apply`` in process: the server's work without HTTP.
+
+The sidecar, and this process for its references, run with ``exporter.malloc``'s settings, as
+``mlmon serve`` does. ``--ingest-workers N`` sets the sidecar's ``server.ingest_workers``.
 
 Targets (issue 12): >= 100,000 records/s (row form), >= 300,000 records/s (columnar form).
 
@@ -36,7 +39,11 @@ from typing import Any
 import _common as c
 import orjson
 
+from exporter.formats._common import load_json
+from exporter.formats.fastjson import load_columnar
 from exporter.formats.native import parse_predictions
+from exporter.malloc import keep_freed_buffers
+from exporter.offload import prepare_body
 
 TARGETS = {"row": 100_000, "columnar": 300_000}  # issue 12
 HERE = Path(__file__).resolve().parent
@@ -169,10 +176,10 @@ def http_run(port: int, pid: int, bodies: list[bytes], batch: int, clients: int,
         p.start()
     while time.time() < start_at:
         time.sleep(0.001)
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    cpu0, own0, t0 = cpu_seconds(pid), cpu_seconds(pid, children=False), time.perf_counter()
     results = [out.get(timeout=seconds + 120) for _ in procs]
     wall = time.perf_counter() - t0
-    cpu1 = cpu_seconds(pid)
+    cpu1, own1 = cpu_seconds(pid), cpu_seconds(pid, children=False)
     for p in procs:
         p.join(timeout=10)
     accepted = sum(r["accepted"] for r in results)
@@ -185,18 +192,25 @@ def http_run(port: int, pid: int, bodies: list[bytes], batch: int, clients: int,
         "p50_ms": c.pct(lat, 50) * 1e3, "p99_ms": c.pct(lat, 99) * 1e3,
         "server_cpu_s": cpu1 - cpu0,
         "server_cpu_us_per_record": (cpu1 - cpu0) / max(accepted, 1) * 1e6,
+        "serving_process_cpu_us_per_record": (own1 - own0) / max(accepted, 1) * 1e6,
     }
 
 
 # ---- where the time goes ----------------------------------------------------------------
 
 def stage_breakdown(monitor: Any, body: bytes, reps: int) -> dict[str, float]:
-    """Milliseconds per batch of each server-side stage (best of 5 × ``reps``, fresh ids each call)."""
+    """Milliseconds per batch of each stage of the server's path (``prepare_body`` then ``apply``:
+    best of 5 × ``reps``, fresh ids each call)."""
     seq = [0xFD000000]
+    numeric = {monitor.name: monitor.numeric_features}.get
 
     def fresh() -> bytes:
         seq[0] += 1
         return c.stamp_ids(body, seq[0])
+
+    def load(raw: bytes) -> Any:  # what prepare_body does with an uncompressed body
+        data = load_columnar(raw, lambda model: numeric(model, frozenset()))
+        return load_json(raw) if data is None else data
 
     def best(fn: Any, prepare: Any) -> float:
         out = []
@@ -213,7 +227,7 @@ def stage_breakdown(monitor: Any, body: bytes, reps: int) -> dict[str, float]:
         for _ in range(5):
             items = []
             for _ in range(reps):
-                data = orjson.loads(fresh())
+                data = load(fresh())
                 batch = parse_predictions(data)
                 monitor.ingest(batch)
                 items.append((data, batch))
@@ -225,9 +239,10 @@ def stage_breakdown(monitor: Any, body: bytes, reps: int) -> dict[str, float]:
         return min(out)
 
     return {
-        "orjson.loads": best(orjson.loads, fresh),
-        "parse_predictions": best(parse_predictions, lambda: orjson.loads(fresh())),
-        "monitor.ingest": best(monitor.ingest, lambda: parse_predictions(orjson.loads(fresh()))),
+        "load": best(load, fresh),
+        "parse_predictions": best(parse_predictions, lambda: load(fresh())),
+        "prepare": best(monitor.prepare, lambda: parse_predictions(load(fresh()))),
+        "apply": best(monitor.apply, lambda: monitor.prepare(parse_predictions(load(fresh())))),
         "free": free(),
     }
 
@@ -289,6 +304,7 @@ def main() -> None:
     ap.add_argument("--no-profile", action="store_true")
     ap.add_argument("--gc-freeze", action="store_true", help="experiment: start the sidecar with gc.freeze() "
                     "after start-up (not what mlmon serve does today)")
+    ap.add_argument("--ingest-workers", type=int, help="the sidecar's server.ingest_workers (default: its default)")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--py-spy", metavar="PATH", help="py-spy binary: sample the sidecar process during the "
                     "1-client runs (pip install --target /tmp/pyspy py-spy)")
@@ -299,6 +315,7 @@ def main() -> None:
     batch = args.batch
     clients = [int(x) for x in args.clients.split(",")]
 
+    keep_freed_buffers()
     m = c.print_machine()
     print(f"config: batch={batch} records, 20 features (15 numeric, 5 categorical) + id, class, latency; "
           f"{n_bodies} distinct bodies per form; {seconds:g} s per HTTP run; clients={clients}"
@@ -309,8 +326,10 @@ def main() -> None:
 
     monitor = c.make_monitor(c.make_baseline())
 
-    def ingest(body: bytes) -> None:
-        monitor.ingest(parse_predictions(orjson.loads(body)))
+    def ingest(body: bytes) -> None:  # the server's path: exporter/offload.py's prepare_body, then apply
+        kind, _, prepared = prepare_body(body, None, 1 << 30, {monitor.name: monitor})
+        assert kind == "ok", (kind, prepared)
+        monitor.apply(prepared)
 
     refs: dict[str, dict[str, float]] = {}
     for form, bs in bodies.items():
@@ -321,7 +340,10 @@ def main() -> None:
         print(f"reference {form:8s}: orjson.loads {refs[form]['orjson_loads']:>12,.0f} records/s   "
               f"parse+ingest in process {refs[form]['in_process']:>10,.0f} records/s")
 
-    proc, port = start_server(["--gc-freeze"] if args.gc_freeze else [])
+    extra = ["--gc-freeze"] if args.gc_freeze else []
+    if args.ingest_workers is not None:
+        extra += ["--ingest-workers", str(args.ingest_workers)]
+    proc, port = start_server(extra)
     runs: list[dict[str, Any]] = []
     spies: dict[str, Path] = {}
     try:
@@ -347,7 +369,8 @@ def main() -> None:
                 runs.append(r)
                 print(f"HTTP {form:8s} clients={n}: {r['rate']:>10,.0f} records/s  ({r['requests']} requests, "
                       f"{r['failures']} failed, {r['mb_per_s']:.0f} MB/s, p50 {r['p50_ms']:.1f} ms, "
-                      f"p99 {r['p99_ms']:.1f} ms, server CPU {r['server_cpu_us_per_record']:.2f} µs/record)")
+                      f"p99 {r['p99_ms']:.1f} ms, server CPU {r['server_cpu_us_per_record']:.2f} µs/record, "
+                      f"of which the serving process {r['serving_process_cpu_us_per_record']:.2f})")
         conn.close()  # idle through the runs: the sidecar closed it after server.idle_timeout
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         status, models = request(conn, "GET", "/v1/models")
@@ -380,16 +403,17 @@ def main() -> None:
 
     print("\nserver-side stages in process, ms per batch (best of 5, so a lower bound; fresh ids), against the "
           "server's CPU per request:")
-    print("| form | orjson.loads | parse_predictions | monitor.ingest | freeing the request's objects | sum | "
-          "server CPU per request over HTTP | difference: HTTP layer, GC, label store at capacity, cache effects |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| form | load (fastjson, else orjson) | parse_predictions | prepare | apply | freeing the request's "
+          "objects | sum | server CPU per request over HTTP | difference: HTTP layer, GC, label store at capacity, "
+          "cache effects |")
+    print("|---|---|---|---|---|---|---|---|---|")
     one = {r["form"]: r for r in runs if r["clients"] == min(clients)}
     for form in bodies:
         st = stage_breakdown(monitor, bodies[form][0], 5 if args.quick else 20)
         total = sum(st.values())
         per_req = one[form]["server_cpu_us_per_record"] * batch / 1e3 if form in one else float("nan")
-        print(f"| {form} | {st['orjson.loads']:.2f} | {st['parse_predictions']:.2f} | {st['monitor.ingest']:.2f} | "
-              f"{st['free']:.2f} | {total:.2f} | {per_req:.2f} | {per_req - total:.2f} |")
+        print(f"| {form} | {st['load']:.2f} | {st['parse_predictions']:.2f} | {st['prepare']:.2f} | "
+              f"{st['apply']:.2f} | {st['free']:.2f} | {total:.2f} | {per_req:.2f} | {per_req - total:.2f} |")
 
     for form, path in spies.items():
         if path.exists():
@@ -399,7 +423,7 @@ def main() -> None:
     if not args.no_profile:
         runs_prof = 10 if args.quick else 50
         for form in ("columnar", "row"):
-            print(f"\ncProfile: parse_predictions(orjson.loads(body)) + monitor.ingest, {form} form, "
+            print(f"\ncProfile: prepare_body(body) + monitor.apply, {form} form, "
                   f"{runs_prof} × {batch} records (top 12 by own time)")
             print(profile(ingest, bodies[form][0], runs_prof, 12))
 

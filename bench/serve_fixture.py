@@ -6,7 +6,7 @@ the time spent in the cyclic garbage collector per generation. Started by ``benc
 separate process so that client and server do not share a GIL.
 
     /tmp/venv/bin/python bench/serve_fixture.py [--baseline-rows 50000] [--gc-freeze]
-        [--models 1] [--numeric 15] [--categorical 5]
+        [--models 1] [--numeric 15] [--categorical 5] [--ingest-workers N]
 
 With ``--models N`` (N > 1) the models are ``bench_00``… (``bench/scrape.py`` serves 10 × 50 features).
 """
@@ -37,11 +37,12 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=1, help="models served, each with the same baseline")
     ap.add_argument("--numeric", type=int, default=15, help="numeric features per model")
     ap.add_argument("--categorical", type=int, default=5, help="categorical features per model")
+    ap.add_argument("--ingest-workers", type=int, help="server.ingest_workers (default: the config default)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
     baseline = c.make_baseline(args.baseline_rows, n_numeric=args.numeric, n_categorical=args.categorical)
-    service = c.make_service(baseline, port=args.port, models=args.models)
+    service = c.make_service(baseline, port=args.port, models=args.models, ingest_workers=args.ingest_workers)
     server = build_server(service)
     service.start()
 

@@ -34,7 +34,7 @@ from exporter.profile import (
     NumericProfile,
     category_key,
 )
-from exporter.quality import encode
+from exporter.quality import NumericBlock, encode, encode_numeric_block
 from exporter.slots import Slots
 from exporter.window import BucketRing
 
@@ -254,9 +254,17 @@ class ModelMonitor:
             profiles.append(baseline.prediction)
         self.profiles = tuple(profiles)
         self.feature_index = {p.name: i for i, p in enumerate(self.profiles)}
+        self.numeric_features = frozenset(n for n, p in baseline.features.items() if isinstance(p, NumericProfile))
+        """Features a request may deliver as float64 arrays (exporter/formats/fastjson.py)."""
         self._check_drift_config()
         sizes = np.array([p.n_bins for p in self.profiles], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(sizes)))
+        # Numeric features whose values a grid bins are encoded together, in one block.
+        self._block_rows = [i for i, p in enumerate(self.profiles) if p.name != PREDICTION
+                            and isinstance(p, NumericProfile) and p.edge_lookup.uses_grid]
+        self._in_block = frozenset(self._block_rows)
+        self._block = NumericBlock.of([self.profiles[i] for i in self._block_rows],  # type: ignore[misc]
+                                      [int(self.offsets[i]) for i in self._block_rows])
         self._window_slos = [s for s in config.slos if s.type in ("latency", "availability")]
         # The window vector: bins of every profile, the record count, window sums of data-quality
         # problems, then (events, bad) per request SLO; the health score reads the last two as rates.
@@ -387,16 +395,18 @@ class ModelMonitor:
         data quality, the count vector. Pure, so it may run in another process (exporter/offload.py)."""
         n = batch.size
         quality = np.zeros_like(self._data_quality)
-        parts: list[np.ndarray] = []
         pred_keys = None if batch.predictions is None else self._prediction_keys(batch.predictions)
+        columns = [pred_keys if profile.name == PREDICTION else batch.features.get(profile.name)
+                   for profile in self.profiles]
+        parts: list[np.ndarray] = []
+        if self._block_rows:
+            block_columns = [columns[i] for i in self._block_rows]
+            bins, quality[self._block_rows] = encode_numeric_block(self._block, block_columns, n)
+            parts.append(bins)
         for i, profile in enumerate(self.profiles):
-            column: list[Any] | np.ndarray | None
-            if profile.name == PREDICTION:
-                if pred_keys is None:
-                    continue
-                column = pred_keys
-            else:
-                column = batch.features.get(profile.name)
+            column = columns[i]
+            if i in self._in_block or (column is None and profile.name == PREDICTION):
+                continue
             if column is None:
                 quality[i, 0] += n
                 continue

@@ -25,8 +25,10 @@ from typing import Any
 
 from exporter.batch import PayloadError
 from exporter.config import Config
-from exporter.formats._common import read_json_body
+from exporter.formats._common import decompress_body, load_json
+from exporter.formats.fastjson import load_columnar
 from exporter.formats.native import parse_predictions
+from exporter.malloc import keep_freed_buffers
 from exporter.monitor import ModelMonitor, PreparedBatch
 from exporter.profile import Baseline
 
@@ -42,6 +44,7 @@ _monitors: dict[str, ModelMonitor] = {}  # in the worker process: one monitor pe
 def _start_worker(config: Config, baselines: dict[str, Baseline]) -> None:
     # Ctrl-C in a terminal reaches the whole process group; stopping is the serving process's call.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_buffers()
     _monitors.update({m.name: ModelMonitor(m, baselines[m.name]) for m in config.models})
 
 
@@ -54,8 +57,15 @@ def prepare_body(raw: bytes, content_encoding: str | None, max_body: int,
     """Bytes of a ``POST /v1/predictions`` → a prepared batch; the same function runs in the
     worker (with its own monitors) and, as the fall-back, in the serving thread."""
     monitors = _monitors if monitors is None else monitors
+
+    def numeric(model: str) -> frozenset[str]:
+        monitor = monitors.get(model)
+        return frozenset() if monitor is None else monitor.numeric_features
+
     try:
-        batch = parse_predictions(read_json_body(raw, content_encoding, max_body))
+        body = decompress_body(raw, content_encoding, max_body)
+        data = load_columnar(body, numeric)
+        batch = parse_predictions(load_json(body, "$") if data is None else data)
     except PayloadError as exc:
         return "payload", exc.field, exc.reason
     monitor = monitors.get(batch.model)

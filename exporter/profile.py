@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from exporter.binning import EdgeLookup
+
 FORMAT = "mlmon-baseline/1"
 PREDICTION = "__prediction__"
 OTHER = "__other__"
@@ -66,13 +68,18 @@ class NumericProfile:
     mean: float
     std: float
     kind: str = field(default="numeric", init=False)
+    edge_lookup: EdgeLookup = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "edge_lookup", EdgeLookup(self.edges))
 
     @property
     def n_bins(self) -> int:
         return len(self.edges) + 1
 
     def bin_index(self, values: np.ndarray) -> np.ndarray:
-        return np.searchsorted(self.edges, values, side="left")
+        """``searchsorted(edges, values, side="left")``, through a grid look-up (exporter/binning.py)."""
+        return self.edge_lookup(values)
 
     def coarse_counts(self, fine: np.ndarray) -> np.ndarray:
         return np.add.reduceat(fine, self.coarse_starts, axis=-1)

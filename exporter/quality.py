@@ -7,6 +7,7 @@ other feature instead of being thrown away.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from numbers import Real
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from exporter.batch import all_strings
+from exporter.binning import BlockLookup
 from exporter.profile import CategoricalProfile, NumericProfile, category_key
 
 
@@ -83,6 +85,56 @@ def encode_numeric(profile: NumericProfile, column: Any) -> EncodedColumn:
         type_errors=n_wrong,
         out_of_range=int(np.count_nonzero(usable < profile.min)) + int(np.count_nonzero(usable > profile.max)),
     )
+
+
+@dataclass(frozen=True)
+class NumericBlock:
+    """Numeric features encoded together (:func:`encode_numeric_block`): their fused grids and
+    their training ranges, one row per feature."""
+
+    lookup: BlockLookup
+    min: np.ndarray
+    max: np.ndarray
+
+    @classmethod
+    def of(cls, profiles: Sequence[NumericProfile], offsets: Sequence[int]) -> NumericBlock:
+        def column(values: list[float]) -> np.ndarray:
+            return np.array(values, dtype=np.float64).reshape(-1, 1)
+
+        return cls(BlockLookup([p.edge_lookup for p in profiles], list(offsets)),
+                   column([p.min for p in profiles]), column([p.max for p in profiles]))
+
+
+def encode_numeric_block(block: NumericBlock, columns: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`encode_numeric` of several columns at once: the offset bins of every usable value, and
+    per column its (missing, type_errors, out_of_range, unexpected) counts. A column that is None
+    is absent from the batch: all of its ``n`` values are missing.
+    """
+    rows: list[np.ndarray] = []
+    wrong = np.zeros(len(columns), dtype=np.int64)
+    for j, column in enumerate(columns):
+        if column is None:
+            rows.append(np.full(n, np.nan))
+        elif isinstance(column, np.ndarray) and column.dtype == np.float64:
+            rows.append(column)
+        else:
+            values, _, bad = numeric_values(column)  # a wrongly typed value is NaN here
+            wrong[j] = np.count_nonzero(bad)
+            rows.append(values)
+    x = np.stack(rows) if rows else np.zeros((0, n))
+    finite = np.isfinite(x)
+    clean = bool(finite.all())
+    if not clean:
+        x = np.where(finite, x, block.lookup.low)  # any finite stand-in: its bin is dropped below
+    bins = block.lookup(x)
+    outside = (x < block.min) | (x > block.max)
+    if not clean:
+        outside &= finite
+    quality = np.zeros((len(columns), 4), dtype=np.int64)
+    quality[:, 0] = n - finite.sum(axis=1) - wrong
+    quality[:, 1] = wrong
+    quality[:, 2] = outside.sum(axis=1)
+    return (bins.ravel() if clean else bins[finite]), quality
 
 
 def encode_categorical(profile: CategoricalProfile, column: Any) -> EncodedColumn:

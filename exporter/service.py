@@ -22,6 +22,7 @@ from exporter.config import Config, ConfigError, ModelConfig
 from exporter.events import EventJoiner, coalesce
 from exporter.formats import InferenceEvent
 from exporter.formats.kserve_v1 import seldon_feedback
+from exporter.malloc import keep_freed_buffers
 from exporter.metrics import MlmonCollector
 from exporter.monitor import ModelMonitor
 from exporter.offload import Offload
@@ -232,6 +233,7 @@ class Service:
             self._wake.clear()
 
     def start(self) -> None:
+        keep_freed_buffers()
         self._stop.clear()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="mlmon-evaluator", daemon=True)

@@ -130,6 +130,8 @@ class _Columns:
         def take(col: list[Any]) -> list[Any]:
             if keep is None:
                 return col
+            if isinstance(col, np.ndarray):
+                return col[keep]
             return [v for v, k in zip(col, keep, strict=True) if k]
 
         size = self.n - len(bad)
@@ -208,12 +210,13 @@ def _column(data: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
 
 
 def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
+    """The columnar form; a feature column may be a float64 array (``fastjson.load_columnar``)."""
     feats = data.get("features")
     if not isinstance(feats, dict):
         raise PayloadError("features", "must be an object of feature name → list of values")
     n: int | None = None
     for name, col in feats.items():
-        if not isinstance(col, list):
+        if not isinstance(col, (list, np.ndarray)):
             raise PayloadError(f"features.{name}", "must be a list with one value per record")
         if n is None:
             n = len(col)
