@@ -8,7 +8,7 @@ the parser dropping them silently.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,26 @@ class Rejection:
         return {"index": self.index, "field": self.field, "reason": self.reason}
 
 
+@dataclass(frozen=True)
+class Coded:
+    """A column as codes into its distinct values, -1 for null: how an Arrow dictionary array
+    arrives (exporter/formats/arrow.py). The monitor judges each distinct value once."""
+
+    codes: np.ndarray
+    values: list[Any]
+
+    def __len__(self) -> int:
+        return int(self.codes.size)
+
+    def __iter__(self) -> Iterator[Any]:
+        """The values record by record (None for null), as the JSON form would have listed them."""
+        values = [*self.values, None]
+        return iter([values[c] for c in self.codes.tolist()])
+
+    def take(self, keep: np.ndarray) -> Coded:
+        return Coded(self.codes[keep], self.values)
+
+
 _UNSET_FLOAT = np.empty(0, dtype=np.float64)
 _UNSET_BOOL = np.empty(0, dtype=bool)
 """Defaults of the optional columns, replaced in ``__post_init__`` by a column of ``size``."""
@@ -70,7 +90,7 @@ class Batch:
     model: str
     version: str
     size: int
-    features: Mapping[str, list[Any] | np.ndarray] = field(default_factory=dict)
+    features: Mapping[str, list[Any] | np.ndarray | Coded] = field(default_factory=dict)
     predictions: list[Any] | None = None
     ids: list[str | None] | None = None
     latency_seconds: np.ndarray = field(default_factory=lambda: _UNSET_FLOAT)

@@ -255,7 +255,10 @@ class ModelMonitor:
         self.profiles = tuple(profiles)
         self.feature_index = {p.name: i for i, p in enumerate(self.profiles)}
         self.numeric_features = frozenset(n for n, p in baseline.features.items() if isinstance(p, NumericProfile))
-        """Features a request may deliver as float64 arrays (exporter/formats/fastjson.py)."""
+        """Features a request may deliver as float64 arrays (exporter/formats/fastjson.py, arrow.py)."""
+        self.categorical_features = frozenset(n for n, p in baseline.features.items()
+                                              if isinstance(p, CategoricalProfile))
+        """Features an Arrow request may deliver as ``Coded`` columns (exporter/formats/arrow.py)."""
         self._check_drift_config()
         sizes = np.array([p.n_bins for p in self.profiles], dtype=np.int64)
         self.offsets = np.concatenate(([0], np.cumsum(sizes)))

@@ -26,6 +26,8 @@ from typing import Any
 from exporter.batch import PayloadError
 from exporter.config import Config
 from exporter.formats._common import decompress_body, load_json
+from exporter.formats.arrow import MEDIA_TYPE as ARROW_STREAM
+from exporter.formats.arrow import load_arrow
 from exporter.formats.fastjson import load_columnar
 from exporter.formats.native import parse_predictions
 from exporter.malloc import keep_freed_buffers
@@ -53,18 +55,23 @@ def _ready() -> bool:
 
 
 def prepare_body(raw: bytes, content_encoding: str | None, max_body: int,
-                 monitors: dict[str, ModelMonitor] | None = None) -> Prepared:
-    """Bytes of a ``POST /v1/predictions`` → a prepared batch; the same function runs in the
-    worker (with its own monitors) and, as the fall-back, in the serving thread."""
+                 monitors: dict[str, ModelMonitor] | None = None, media_type: str | None = None) -> Prepared:
+    """Bytes of a ``POST /v1/predictions`` (JSON, or an Arrow stream if ``media_type`` says so) →
+    a prepared batch; the same function runs in the worker (with its own monitors) and, as the
+    fall-back, in the serving thread."""
     monitors = _monitors if monitors is None else monitors
 
     def numeric(model: str) -> frozenset[str]:
         monitor = monitors.get(model)
         return frozenset() if monitor is None else monitor.numeric_features
 
+    def categorical(model: str) -> frozenset[str]:
+        monitor = monitors.get(model)
+        return frozenset() if monitor is None else monitor.categorical_features
+
     try:
         body = decompress_body(raw, content_encoding, max_body)
-        data = load_columnar(body, numeric)
+        data = load_arrow(body, numeric, categorical) if media_type == ARROW_STREAM else load_columnar(body, numeric)
         batch = parse_predictions(load_json(body, "$") if data is None else data)
     except PayloadError as exc:
         return "payload", exc.field, exc.reason
@@ -92,7 +99,8 @@ class Offload:
         """Batches a worker prepared (for tests and benchmarks)."""
         self.failures = 0
 
-    def submit(self, raw: bytes, content_encoding: str | None) -> Future[Prepared] | None:
+    def submit(self, raw: bytes, content_encoding: str | None,
+               media_type: str | None = None) -> Future[Prepared] | None:
         """A future of the prepared batch, or None when the caller should prepare it itself
         (small body, no workers configured, worker still starting)."""
         if self.workers <= 0 or len(raw) < self.min_bytes:
@@ -111,7 +119,7 @@ class Offload:
                 return None
             pool = self._pool
         try:
-            future = pool.submit(prepare_body, raw, content_encoding, self.max_body)
+            future = pool.submit(prepare_body, raw, content_encoding, self.max_body, None, media_type)
         except RuntimeError:  # broken (a worker died) or shut down: a fresh pool on the next batch
             self.failed()
             return None

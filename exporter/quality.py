@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.batch import all_strings
+from exporter.batch import Coded, all_strings
 from exporter.binning import BlockLookup
 from exporter.profile import CategoricalProfile, NumericProfile, category_key
 
@@ -142,6 +142,8 @@ def encode_categorical(profile: CategoricalProfile, column: Any) -> EncodedColum
 
     Mappings and lists are type errors: a category is a scalar.
     """
+    if isinstance(column, Coded):
+        return _encode_coded(profile, column)
     other = len(profile.categories)
     if isinstance(column, list):
         # The common case, at C speed: dict lookups through map(), then a look at the few values
@@ -157,21 +159,39 @@ def encode_categorical(profile: CategoricalProfile, column: Any) -> EncodedColum
             if all_strings(rare):
                 return EncodedColumn(bins_arr, 0, 0, 0, sum(not profile.is_known(v) for v in rare))
     bins: list[int] = []
-    missing = wrong = unexpected = 0
-    lookup = profile.lookup
+    problems = [0, 0, 0]  # missing, type_errors, unexpected
     for v in column:
-        key = v if type(v) is str else (None if isinstance(v, (dict, list)) else category_key(v))
-        if key is None:
-            if isinstance(v, (dict, list)):
-                wrong += 1
-            else:
-                missing += 1
-            continue
-        b = lookup(key)
-        if b == other and not profile.is_known(key):
-            unexpected += 1
-        bins.append(b)
-    return EncodedColumn(np.asarray(bins, dtype=np.int64), missing, wrong, 0, unexpected)
+        b, problem = _judge(profile, v)
+        if problem is not None:
+            problems[problem] += 1
+        if b >= 0:
+            bins.append(b)
+    return EncodedColumn(np.asarray(bins, dtype=np.int64), problems[0], problems[1], 0, problems[2])
+
+
+def _judge(profile: CategoricalProfile, value: Any) -> tuple[int, int | None]:
+    """One categorical value: its bin (-1: not binned) and its problem (0 missing, 1 type error,
+    2 unexpected category) or None."""
+    if isinstance(value, (dict, list)):
+        return -1, 1
+    key = value if type(value) is str else category_key(value)
+    if key is None:
+        return -1, 0
+    b = profile.lookup(key)
+    return b, (2 if b == len(profile.categories) and not profile.is_known(key) else None)
+
+
+def _encode_coded(profile: CategoricalProfile, column: Coded) -> EncodedColumn:
+    """Each distinct value judged once, then spread over its records."""
+    judged = [_judge(profile, v) for v in column.values]
+    bins = np.array([b for b, _ in judged] + [-1], dtype=np.int64)
+    counts = np.bincount(column.codes[column.codes >= 0], minlength=len(column.values)).tolist()
+    problems = [len(column) - sum(counts), 0, 0]  # nulls are missing
+    for (_, problem), count in zip(judged, counts, strict=True):
+        if problem is not None:
+            problems[problem] += count
+    record_bins = bins.take(column.codes)  # a null's code, -1, takes the final -1
+    return EncodedColumn(record_bins[record_bins >= 0], problems[0], problems[1], 0, problems[2])
 
 
 def encode(profile: NumericProfile | CategoricalProfile, column: Any) -> EncodedColumn:

@@ -28,8 +28,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from exporter.batch import PayloadError
 from exporter.config import ServerConfig
-from exporter.formats import decode_event
+from exporter.formats import arrow, decode_event
 from exporter.formats._common import decompress_body, read_json_body
+from exporter.formats.arrow import MEDIA_TYPE as ARROW_STREAM
 from exporter.formats.labels import INVALID_LABEL, parse_labels
 from exporter.httpserver import HttpServer, Later, status_text
 from exporter.limits import return_large_allocations
@@ -84,17 +85,24 @@ def _mimetype(content_type: str) -> str:
 
 class _PostGate:
     """What every POST passes before its handler: the bearer token (compared in constant time)
-    and a JSON content type, so a web page cannot POST cross-site without a CORS preflight."""
+    and a JSON content type (or, for /v1/predictions, an Arrow stream), so a web page cannot POST
+    cross-site without a CORS preflight."""
 
     def __init__(self, service: Service, token: str | None) -> None:
         self.service = service
         self.expected = f"Bearer {token}".encode() if token else None
 
-    def check(self, authorization: str, mimetype: str) -> Reply | None:
+    def check(self, authorization: str, mimetype: str, path: str) -> Reply | None:
         if self.expected is not None:
             given = authorization.encode("latin-1", "replace")
             if not hmac.compare_digest(given, self.expected):
                 return 401, _problem("missing or wrong bearer token in the Authorization header")
+        if mimetype == ARROW_STREAM and path == "/v1/predictions":
+            if arrow.available():
+                return None
+            self.service.count_unattributed("unsupported_media_type")
+            return 415, _problem(f"{ARROW_STREAM} needs pyarrow on the sidecar (pip install 'mlmon[arrow]')",
+                                 field="Content-Type")
         if not _json_type(mimetype):
             self.service.count_unattributed("unsupported_media_type")
             return 415, _problem(f"Content-Type must be application/json (or a +json type), not {mimetype or 'none'}",
@@ -127,7 +135,8 @@ class _FastPost:
         if handler is None or environ.get("REQUEST_METHOD") != "POST" or not length.isdigit():
             return self.flask_app(environ, start_response)
         try:
-            reply = self.gate.check(environ.get("HTTP_AUTHORIZATION", ""), _mimetype(environ.get("CONTENT_TYPE", "")))
+            reply = self.gate.check(environ.get("HTTP_AUTHORIZATION", ""), _mimetype(environ.get("CONTENT_TYPE", "")),
+                                    environ.get("PATH_INFO", ""))
             if reply is None and int(length) > self.max_body:
                 reply = _too_large(self.gate.service)
             if reply is None:
@@ -148,8 +157,8 @@ class _FastPost:
         if self.offload is None or self.finish is None or not environ.get("mlmon.later") \
                 or environ.get("PATH_INFO") != "/v1/predictions":
             return None
-        encoding = headers.get("content-encoding")
-        future = self.offload.submit(raw, encoding)
+        encoding, media_type = headers.get("content-encoding"), _mimetype(headers.get("content-type", ""))
+        future = self.offload.submit(raw, encoding, media_type)
         if future is None:
             return None
         offload, finish = self.offload, self.finish
@@ -161,7 +170,7 @@ class _FastPost:
                 except Exception as exc:  # the worker died or failed: prepare the batch here instead
                     log.warning("ingest worker failed (%s); preparing the batch in the serving process", exc)
                     offload.failed()
-                    prepared = prepare_body(raw, encoding, self.max_body, self.gate.service.monitors)
+                    prepared = prepare_body(raw, encoding, self.max_body, self.gate.service.monitors, media_type)
                 reply = finish(prepared)
             except Exception:
                 log.exception("unexpected error on POST /v1/predictions")
@@ -218,7 +227,8 @@ def _post_handlers(service: Service) -> tuple[dict[str, PostHandler], Callable[[
         return 400, _problem(str(exc), field=exc.field)
 
     def predictions(raw: bytes, headers: Mapping[str, str]) -> Reply:
-        return finish_predictions(prepare_body(raw, headers.get("content-encoding"), max_body, service.monitors))
+        return finish_predictions(prepare_body(raw, headers.get("content-encoding"), max_body, service.monitors,
+                                               _mimetype(headers.get("content-type", ""))))
 
     def finish_predictions(prepared: Prepared) -> Reply:
         """A prepared batch (here or in a worker process) added to its model; the reply."""
@@ -296,7 +306,7 @@ def create_app(service: Service, token: str | None = None, read_auth: ReadAuth |
     @app.before_request
     def _authorise() -> Response | None:
         if request.method == "POST":
-            reply = gate.check(request.headers.get("Authorization", ""), request.mimetype)
+            reply = gate.check(request.headers.get("Authorization", ""), request.mimetype, request.path)
             return None if reply is None else _json(reply[1], reply[0])
         if read_auth is not None and read_auth.enabled and request.path not in PROBES \
                 and not read_auth.allows(request.headers.get("Authorization")):

@@ -140,9 +140,12 @@ def _body(rng: np.random.Generator, n: int, odd: bool) -> bytes:
         features["plan"][3] = ["pro"]
         features["new_feature"] = list(range(n))
         del features["country"]
+    latency = rng.uniform(0, 0.2, n).tolist()
+    if odd:
+        latency[4], latency[5] = -1, 1e6  # refused records: the rest of the batch is kept
     return orjson.dumps({"model": "shop", "version": "v1", "ids": [f"id-{i}" for i in range(n)],
                         "features": features, "predictions": frame["prediction"].tolist(),
-                        "latency_seconds": rng.uniform(0, 0.2, n).tolist()})
+                        "latency_seconds": latency})
 
 
 @pytest.mark.parametrize("odd", [False, True])
@@ -154,11 +157,14 @@ def test_a_request_prepared_through_it_equals_one_parsed_by_load_json(monitor: M
     slow = monitor.prepare(parse_predictions(load_json(raw)))
     np.testing.assert_array_equal(fast.vector, slow.vector)
     np.testing.assert_array_equal(fast.quality, slow.quality)
-    assert (fast.ids, fast.pred_keys, fast.unknown, fast.unknown_values) == \
-        (slow.ids, slow.pred_keys, slow.unknown, slow.unknown_values)
+    np.testing.assert_array_equal(fast.lat_counts, slow.lat_counts)
+    assert (fast.size, fast.ids, fast.pred_keys, fast.unknown, fast.unknown_values, fast.rejected, fast.slo_add,
+            fast.latency_sum) == (slow.size, slow.ids, slow.pred_keys, slow.unknown, slow.unknown_values,
+                                  slow.rejected, slow.slo_add, slow.latency_sum)
+    assert isinstance(load_columnar(raw, numeric)["latency_seconds"], np.ndarray)
     assert load_columnar(raw, lambda m: monitor.numeric_features) is not None  # the fast path was taken
     if odd:
-        assert slow.quality.sum() > 0
+        assert slow.quality.sum() > 0 and len(slow.rejected) == 2
 
 
 def test_the_numeric_block_counts_as_the_per_column_path_and_searchsorted(monitor: ModelMonitor) -> None:

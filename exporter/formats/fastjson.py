@@ -4,7 +4,7 @@ orjson builds a Python float for every number of a batch (20,000 in 1,000 record
 and the monitor then copies them back into a float64 array: together about a third of a columnar
 batch's cost. simdjson copies an array of numbers into a float64 buffer without a Python object
 per value. :func:`load_columnar` returns what :func:`~exporter.formats._common.load_json` would,
-except that the model's numeric feature columns are float64 arrays; for anything else (not a
+except that the model's numeric feature columns and the latencies are float64 arrays; for anything else (not a
 columnar body, invalid JSON, NaN tokens, integers beyond 64 bits, a repeated key, an array nested
 in a numeric column) it returns None and the caller parses with ``load_json``, so every reply and
 every error stays exactly what it was.
@@ -53,6 +53,21 @@ def _brackets(value: Any) -> int:
     return 0
 
 
+def _read(value: Any, numbers: bool) -> tuple[Any, int]:
+    """A value as orjson would build it, or a float64 array if ``numbers`` and it is an array of
+    numbers only; with the count of ``[`` it accounts for."""
+    if numbers and isinstance(value, simdjson.Array):
+        try:
+            column = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
+        except TypeError:  # null, a boolean or a string among the numbers: judged value by value later
+            pass
+        else:
+            if column.size == len(value):
+                return column, 1
+    plain = _plain(value)
+    return plain, _brackets(plain)
+
+
 def _keys(obj: Any) -> list[str] | None:
     """The object's keys, or None when one repeats (orjson keeps the last value, a proxy the first)."""
     keys = list(obj)
@@ -60,8 +75,8 @@ def _keys(obj: Any) -> list[str] | None:
 
 
 def load_columnar(body: bytes, numeric_features: Callable[[str], Collection[str]]) -> dict[str, Any] | None:
-    """``body`` parsed as orjson would, with the numeric features (``numeric_features(model)``) as
-    float64 arrays; None when the body is not a plain columnar document (see the module docstring).
+    """``body`` parsed as orjson would, with the numeric features (``numeric_features(model)``) and
+    the latencies as float64 arrays; None when the body is not a plain columnar document (see the module docstring).
 
     simdjson flattens nested arrays into the buffer, so a numeric column holding ``[1]`` would pass
     for a number. Every ``[`` in the body is therefore accounted for: one per numeric column read as
@@ -95,24 +110,13 @@ def _columnar(body: bytes, numeric_features: Callable[[str], Collection[str]]) -
     for key in keys:
         counted += key.count("[")
         if key != "features":
-            out[key] = _plain(doc[key])
-            counted += _brackets(out[key])
+            out[key], brackets = _read(doc[key], key == "latency_seconds")
+            counted += brackets
     columns: dict[str, Any] = {}
     for name in names:
         counted += name.count("[")
-        value = features[name]
-        if name in numeric and isinstance(value, simdjson.Array):
-            try:
-                column = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
-            except TypeError:  # null, a boolean or a string among the numbers: judged value by value later
-                pass
-            else:
-                if column.size == len(value):
-                    columns[name] = column
-                    counted += 1
-                    continue
-        columns[name] = _plain(value)
-        counted += _brackets(columns[name])
+        columns[name], brackets = _read(features[name], name in numeric)
+        counted += brackets
     out["features"] = columns
     if counted != np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == _OPEN):
         return None

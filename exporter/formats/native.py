@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from exporter.batch import Batch, PayloadError, Rejection, all_strings, prediction_problem
+from exporter.batch import Batch, Coded, PayloadError, Rejection, all_strings, prediction_problem
 
 DEFAULT_VERSION = "unknown"
 _MAX_NAME = 128
@@ -61,7 +61,7 @@ def _check_groups(value: Any) -> str | None:
     return None
 
 
-def _all_valid(key: str, col: list[Any]) -> bool:
+def _all_valid(key: str, col: Any) -> bool:
     """Whole-column check for the common shapes, so a clean column costs no per-value calls."""
     if key == "ids":
         return all_strings(col) and max(map(len, col), default=0) <= 256
@@ -94,7 +94,7 @@ class _Columns:
     """The record fields of either form as columns, checked column by column: a clean column costs
     one C-level pass; a failing value refuses its record alone, under ``where(key, i)``."""
 
-    def __init__(self, n: int, columns: Mapping[str, list[Any] | None], groups: dict[str, list[Any]],
+    def __init__(self, n: int, columns: Mapping[str, list[Any] | np.ndarray | None], groups: dict[str, list[Any]],
                  where: Any) -> None:
         self.n = n
         self.columns = columns
@@ -103,12 +103,14 @@ class _Columns:
         self.latency: np.ndarray | None = None  # the latencies as floats, when every one is a number
         for key, check in _CHECKS:
             col = columns.get(key)
-            if col is None or _all_valid(key, col):
+            if col is None:
                 continue
-            if key == "latency_seconds" and set(map(type, col)) <= {int, float}:
+            if key == "latency_seconds" and (isinstance(col, np.ndarray) or set(map(type, col)) <= {int, float}):
                 self.latency = arr = np.asarray(col, dtype=np.float64)
                 for i in np.flatnonzero(~((arr >= 0) & (arr <= MAX_LATENCY_SECONDS))).tolist():  # NaN fails both
                     self.refuse(i, where(key, i), _LATENCY_PROBLEM)
+                continue
+            if _all_valid(key, col):
                 continue
             for i, v in enumerate(col):
                 why = check(v)
@@ -127,11 +129,13 @@ class _Columns:
             keep = np.ones(self.n, dtype=bool)
             keep[list(bad)] = False
 
-        def take(col: list[Any]) -> list[Any]:
+        def take(col: Any) -> Any:  # a list, or an array read by fastjson
             if keep is None:
                 return col
             if isinstance(col, np.ndarray):
                 return col[keep]
+            if isinstance(col, Coded):
+                return col.take(keep)
             return [v for v, k in zip(col, keep, strict=True) if k]
 
         size = self.n - len(bad)
@@ -210,13 +214,14 @@ def _column(data: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
 
 
 def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
-    """The columnar form; a feature column may be a float64 array (``fastjson.load_columnar``)."""
+    """The columnar form; a feature column may be a float64 array (``fastjson``, ``arrow``) or a
+    ``Coded`` column (``arrow``)."""
     feats = data.get("features")
     if not isinstance(feats, dict):
         raise PayloadError("features", "must be an object of feature name → list of values")
     n: int | None = None
     for name, col in feats.items():
-        if not isinstance(col, (list, np.ndarray)):
+        if not isinstance(col, (list, np.ndarray, Coded)):
             raise PayloadError(f"features.{name}", "must be a list with one value per record")
         if n is None:
             n = len(col)
@@ -226,8 +231,10 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
     if n is None:  # no features: ids and predictions must agree with each other
         n = len(ids if ids is not None else preds or [])
         _column(data, "predictions", n)
-    columns = {"ids": ids, "predictions": preds, "latency_seconds": _column(data, "latency_seconds", n),
-               "errors": _column(data, "errors", n)}
+    latency = data.get("latency_seconds")
+    if not isinstance(latency, np.ndarray) or len(latency) != n:  # an array: read by fastjson, as numbers
+        latency = _column(data, "latency_seconds", n)
+    columns = {"ids": ids, "predictions": preds, "latency_seconds": latency, "errors": _column(data, "errors", n)}
     raw_groups = data.get("groups") or {}
     if not isinstance(raw_groups, dict):
         raise PayloadError("groups", "must be an object of attribute → list of group values")
