@@ -61,7 +61,7 @@ class EdgeLookup:
         width = (hi - lo) / cells
         # Rounding in x * scale - lo * scale moves a value by far less than the half-cell margins
         # here as long as the cell is wide against the values' magnitude.
-        if not width > 1e-9 * max(abs(lo), abs(hi)):
+        if not width > max(1e-9 * max(abs(lo), abs(hi)), 1e-290):  # 1e-290: clear of subnormal numbers
             return None
         base = np.searchsorted(distinct, lo + (np.arange(cells) - 0.5) * width, side="left")
         top = np.searchsorted(distinct, lo + (np.arange(cells) + 1.5) * width, side="right")

@@ -22,6 +22,7 @@ import numpy as np
 
 from exporter import calibration, drift
 from exporter.batch import Batch, Rejection, all_strings
+from exporter.binning import EdgeLookup
 from exporter.config import ModelConfig
 from exporter.limits import safe_label
 from exporter.outcomes import LabelResult, OutcomeCounters, OutcomeTracker, QualityEvaluation, meets
@@ -307,6 +308,7 @@ class ModelMonitor:
         self.retired_versions = 0
         self._slo = {s.name: [0, 0] for s in config.slos}
         self._latency_bounds = np.asarray(config.latency_buckets, dtype=np.float64)
+        self._latency_bucket = EdgeLookup(self._latency_bounds)
         self._lock = threading.Lock()
         self._evaluation: Evaluation | None = None
         self.started_at = now
@@ -425,7 +427,7 @@ class ModelMonitor:
 
         latency = batch.latency_seconds
         reported = latency[np.isfinite(latency)]
-        lat_counts = np.bincount(np.searchsorted(self._latency_bounds, reported, side="left"),
+        lat_counts = np.bincount(self._latency_bucket(reported),
                                  minlength=self._latency_bounds.size + 1)
         slo_add = self._slo_events(batch, reported)
         if self._window_slos:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from exporter import __version__
+from exporter.formats.arrow import MEDIA_TYPE as ARROW_STREAM
 from exporter.formats.native import MAX_LATENCY_SECONDS
 
 EVENT_TYPES = ["org.kubeflow.serving.inference.request", "org.kubeflow.serving.inference.response",
@@ -99,9 +100,13 @@ _ERRORS = {str(code): _answer(text, _ERROR) for code, text in (
 
 _PATHS: dict[str, tuple[str, dict[str, Any]]] = {
     "/v1/predictions": ("ingest", {"post": {
-        "summary": "Ingest prediction records (row form or columnar form)",
-        "requestBody": _json_body({"oneOf": [{"$ref": "#/components/schemas/RowBatch"},
-                                             {"$ref": "#/components/schemas/ColumnBatch"}]}),
+        "summary": "Ingest prediction records (row form or columnar form, JSON or an Arrow IPC stream)",
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"oneOf": [{"$ref": "#/components/schemas/RowBatch"},
+                                                      {"$ref": "#/components/schemas/ColumnBatch"}]}},
+            ARROW_STREAM: {"schema": {"type": "string", "format": "binary", "description":
+                "The columnar form's fields as Arrow columns (features and groups as struct columns), model "
+                "and version in the schema metadata; needs pyarrow on the sidecar (mlmon[arrow])"}}}},
         "responses": {"200": _answer("Accepted; refused records are listed", _INGEST_RESULT),
                       "422": _answer("Every record was refused", _INGEST_RESULT),
                       **_ERRORS}}}),

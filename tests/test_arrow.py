@@ -148,3 +148,25 @@ def test_without_pyarrow_an_arrow_stream_is_415(live_server: Any, monkeypatch: p
     r = requests.post(live_server.url + "/v1/predictions", data=b"\x00" * 64, headers={"Content-Type": STREAM},
                       timeout=10)
     assert r.status_code == 415 and "pyarrow" in r.json()["error"]
+
+
+def test_the_readme_recipe_from_a_pandas_frame(live_server: Any) -> None:
+    """README "Arrow form": features straight from a DataFrame (pandas strings arrive as large_string,
+    a category column as a dictionary)."""
+    from helpers import training_frame
+
+    frame = training_frame(200, seed=9)
+    frame["plan"] = frame["plan"].astype("category")
+    names = ["age", "income", "visits", "plan", "country"]
+    features = pa.RecordBatch.from_pandas(frame[names], preserve_index=False)
+    table = pa.table({"ids": [f"p{i}" for i in range(200)], "features": features.to_struct_array(),
+                      "predictions": frame["prediction"].tolist(), "latency_seconds": [0.01] * 200})
+    table = table.replace_schema_metadata({"model": "shop", "version": "pandas"})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    r = requests.post(live_server.url + "/v1/predictions", data=sink.getvalue().to_pybytes(),
+                      headers={"Content-Type": STREAM}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 200 and sum(r.json()["data_quality"].values()) == 0
+    assert metric(live_server, "mlmon_predictions_total", model="shop", version="pandas") == 200

@@ -35,6 +35,7 @@ SHAPES = {
     "narrow at large magnitude": quantile_edges(1e12 + RNG.normal(0, 1e-3, 50_000)),
     "negative tiny": quantile_edges(-1e-6 * RNG.gamma(2, 1, 50_000)),
     "two points": np.array([0.0, 1.0]),
+    "subnormal range": np.array([0.0, 1e-309, 2e-309, 2.2e-309]),  # found by hypothesis: scale overflowed
     "with outer edges": np.concatenate(([-5.0 - 1e-9], quantile_edges(RNG.uniform(-5, 5, 50_000)), [5.0])),
 }
 

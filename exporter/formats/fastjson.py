@@ -53,9 +53,9 @@ def _brackets(value: Any) -> int:
     return 0
 
 
-def _read(value: Any, numbers: bool) -> tuple[Any, int]:
+def _read(value: Any, numbers: bool) -> Any:
     """A value as orjson would build it, or a float64 array if ``numbers`` and it is an array of
-    numbers only; with the count of ``[`` it accounts for."""
+    numbers only."""
     if numbers and isinstance(value, simdjson.Array):
         try:
             column = np.frombuffer(value.as_buffer(of_type="d"), dtype=np.float64)
@@ -63,9 +63,19 @@ def _read(value: Any, numbers: bool) -> tuple[Any, int]:
             pass
         else:
             if column.size == len(value):
-                return column, 1
-    plain = _plain(value)
-    return plain, _brackets(plain)
+                return column
+    return _plain(value)
+
+
+def _accounted(body: bytes, keys: list[str], values: list[Any]) -> bool:
+    """Whether every ``[`` of ``body`` belongs to the parsed ``keys`` and ``values`` (an array read
+    as a buffer counts one). The usual body has no ``[`` but its columns' own, which settles it
+    without looking into a string; otherwise every string and nested value is counted."""
+    found = int(np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == _OPEN))
+    if found == sum(isinstance(v, (list, np.ndarray)) for v in values):
+        return True
+    return found == sum(k.count("[") for k in keys) + sum(
+        1 if isinstance(v, np.ndarray) else _brackets(v) for v in values)
 
 
 def _keys(obj: Any) -> list[str] | None:
@@ -79,9 +89,9 @@ def load_columnar(body: bytes, numeric_features: Callable[[str], Collection[str]
     the latencies as float64 arrays; None when the body is not a plain columnar document (see the module docstring).
 
     simdjson flattens nested arrays into the buffer, so a numeric column holding ``[1]`` would pass
-    for a number. Every ``[`` in the body is therefore accounted for: one per numeric column read as
-    a buffer, and those of every other value, counted on its parsed form. A nested array anywhere in
-    a numeric column leaves the count short and the body goes to ``load_json``.
+    for a number. Every ``[`` in the body is therefore accounted for (:func:`_accounted`): one per
+    numeric column read as a buffer, and those of every other value, counted on its parsed form. A
+    nested array anywhere in a numeric column leaves the count short and the body goes to ``load_json``.
     """
     if simdjson is None:
         return None
@@ -105,19 +115,9 @@ def _columnar(body: bytes, numeric_features: Callable[[str], Collection[str]]) -
     if names is None:
         return None
     numeric = numeric_features(model)
-    out: dict[str, Any] = {}
-    counted = 0
-    for key in keys:
-        counted += key.count("[")
-        if key != "features":
-            out[key], brackets = _read(doc[key], key == "latency_seconds")
-            counted += brackets
-    columns: dict[str, Any] = {}
-    for name in names:
-        counted += name.count("[")
-        columns[name], brackets = _read(features[name], name in numeric)
-        counted += brackets
-    out["features"] = columns
-    if counted != np.count_nonzero(np.frombuffer(body, dtype=np.uint8) == _OPEN):
+    out = {key: _read(doc[key], key == "latency_seconds") for key in keys if key != "features"}
+    columns = {name: _read(features[name], name in numeric) for name in names}
+    if not _accounted(body, keys + names, [*out.values(), *columns.values()]):
         return None
+    out["features"] = columns
     return out
