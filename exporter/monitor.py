@@ -163,6 +163,8 @@ class PreparedBatch:
     version: str
     ids: list[str | None] | None
     pred_keys: list[Any] | None
+    pred_class: np.ndarray | None
+    """The outcome tracker's class index per record, when the prediction's bins give it."""
     proba: np.ndarray | None
     groups: dict[str, list[Any]]
     vector: np.ndarray
@@ -279,6 +281,14 @@ class ModelMonitor:
         now = clock()
         self._window = BucketRing(self._slots.width, win.n_buckets, win.bucket_seconds, now)
         self.outcomes = OutcomeTracker(config, baseline, now)
+        # The prediction's categories and, when the class list is fixed, their class indices: a
+        # batch's predicted classes then come from its prediction bins.
+        pred = baseline.prediction if isinstance(baseline.prediction, CategoricalProfile) else None
+        self._pred_categories = pred.categories if pred is not None else ()
+        self._pred_other = len(self._pred_categories)
+        index = self.outcomes.class_index if self.outcomes.enabled and not self.outcomes.regression else None
+        self._pred_to_class = None if pred is None or index is None or not index.frozen else \
+            np.array([index.get(c) for c in self._pred_categories] + [index.other], dtype=np.int64)
         # Buckets of the recent window tested beside the full one (0: off, or as long as the window).
         recent = round(config.drift.recent_window_seconds / win.bucket_seconds)
         self._recent_buckets = recent if 0 < recent < win.n_buckets else 0
@@ -404,6 +414,7 @@ class ModelMonitor:
         columns = [pred_keys if profile.name == PREDICTION else batch.features.get(profile.name)
                    for profile in self.profiles]
         parts: list[np.ndarray] = []
+        pred_bins = None  # the prediction's categorical bin per record, when every record has one
         if self._block_rows:
             block_columns = [columns[i] for i in self._block_rows]
             bins, quality[self._block_rows] = encode_numeric_block(self._block, block_columns, n)
@@ -419,6 +430,8 @@ class ModelMonitor:
             quality[i] = (enc.missing, enc.type_errors, enc.out_of_range, enc.unexpected)
             if enc.bins.size:
                 parts.append(enc.bins + self.offsets[i])
+            if profile.name == PREDICTION and isinstance(profile, CategoricalProfile) and enc.bins.size == n:
+                pred_bins = enc.bins
         unknown = [name for name in batch.features if name not in self.feature_index]
         unknown_values = sum(sum(v is not None for v in batch.features[name]) for name in unknown)
         parts.append(np.full(n, self._records, dtype=np.int64))
@@ -434,16 +447,34 @@ class ModelMonitor:
             vector[self._slots.slo] = np.ravel([slo_add[slo.name] for slo in self._window_slos])
         classes: Counter[str] = Counter()
         if pred_keys is not None and self.baseline.task != "regression":
-            classes.update(pred_keys)
-            classes.pop(None, None)  # type: ignore[call-overload]
-        proba = None
+            if pred_bins is not None:
+                classes = self._class_counts(pred_keys, pred_bins)
+            else:
+                classes.update(pred_keys)
+                classes.pop(None, None)  # type: ignore[call-overload]
+        proba = pred_class = None
         if pred_keys is not None and batch.predictions is not None and self.outcomes.enabled:
             proba = self.outcomes.probabilities(batch.predictions)
+            if pred_bins is not None and self._pred_to_class is not None:
+                pred_class = self._pred_to_class.take(pred_bins)
+                for i in np.flatnonzero(pred_bins == self._pred_other).tolist():  # classes beyond the profile's
+                    pred_class[i] = self.outcomes.class_index.get(pred_keys[i])
         return PreparedBatch(
-            size=n, version=batch.version, ids=batch.ids, pred_keys=pred_keys, proba=proba, groups=batch.groups,
+            size=n, version=batch.version, ids=batch.ids, pred_keys=pred_keys, pred_class=pred_class, proba=proba,
+            groups=batch.groups,
             vector=vector, quality=quality, unknown=unknown, unknown_values=unknown_values, lat_counts=lat_counts,
             latency_sum=float(reported.sum()), errors=int(np.count_nonzero(batch.error)), slo_add=slo_add,
             classes=classes, rejected=batch.rejected)
+
+    def _class_counts(self, pred_keys: list[Any], pred_bins: np.ndarray) -> Counter[str]:
+        """Predicted classes counted from their bins (one bincount, not a hash per record); the
+        few beyond the profile's categories by name."""
+        counts = np.bincount(pred_bins, minlength=self._pred_other + 1).tolist()
+        names = self._pred_categories
+        classes = Counter({names[b]: c for b, c in enumerate(counts[:-1]) if c})
+        if counts[-1]:
+            classes.update(pred_keys[i] for i in np.flatnonzero(pred_bins == self._pred_other).tolist())
+        return classes
 
     def apply(self, p: PreparedBatch, now: float | None = None) -> IngestResult:
         """Add a prepared batch to the state: the label join first, then the counters under the lock."""
@@ -451,7 +482,8 @@ class ModelMonitor:
         n = p.size
         version = self._version(p.version)
         if p.pred_keys is not None:
-            self.outcomes.observe(p.ids, version, p.pred_keys, p.proba, self._group_values(p.groups), now)
+            self.outcomes.observe(p.ids, version, p.pred_keys, p.proba, self._group_values(p.groups), now,
+                                  p.pred_class)
         vector, quality = p.vector, p.quality
         with self._lock:
             self._window.add(now, vector)

@@ -226,8 +226,10 @@ class OutcomeTracker:
         return out if any_sent else None
 
     def observe(self, ids: list[str | None] | None, version: str, predicted: list[Any],
-                proba: np.ndarray | None, groups: dict[str, list[Any]], now: float) -> None:
-        """Record predictions: the estimate window, and pending entries for those with an id."""
+                proba: np.ndarray | None, groups: dict[str, list[Any]], now: float,
+                classes: np.ndarray | None = None) -> None:
+        """Record predictions: the estimate window, and pending entries for those with an id.
+        ``classes``, when given, is ``class_index.indices(predicted)`` computed already."""
         if not self.enabled:
             return
         n = len(predicted)
@@ -236,7 +238,7 @@ class OutcomeTracker:
                                  for v in predicted], dtype=np.float64)
             unusable = ~np.isfinite(pred_col)
         else:
-            pred_col = self.class_index.indices(predicted).astype(np.int16)
+            pred_col = (self.class_index.indices(predicted) if classes is None else classes).astype(np.int16)
             unusable = pred_col < 0
         if ids is not None and unusable.any():
             # A record without a usable prediction has nothing a label could be compared with: its id

@@ -7,21 +7,26 @@
   ids as one parsed by ``load_json``.
 - ``encode_numeric_block`` counts and bins as the per-column path does, with a plain
   ``np.searchsorted`` as the reference.
+- The predicted classes counted from the prediction's bins, and their outcome indices, equal a
+  ``Counter`` of the labels and the tracker's own lookup.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from helpers import shop_model, training_frame
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.baseline import build_baseline
+from exporter.batch import Batch
 from exporter.formats._common import load_json
 from exporter.formats.fastjson import load_columnar, simdjson
 from exporter.formats.native import parse_predictions
@@ -206,3 +211,36 @@ def _number(v: Any) -> float | None:
             return None
         return f if np.isfinite(f) else None
     return None
+
+
+def test_predicted_classes_from_the_prediction_bins_equal_counting_them(monitor: ModelMonitor) -> None:
+    """prepare() counts classes and finds their outcome indices from the prediction's bins; the
+    result equals a Counter of the labels and the tracker's own lookup, unseen classes included."""
+    rng = np.random.default_rng(11)
+    n = 200
+    predictions = rng.choice(["yes", "no", "maybe", "x[1]"], n, p=[0.4, 0.4, 0.15, 0.05]).tolist()
+    batch = Batch(model="shop", version="v1", size=n, features={"age": rng.normal(40, 9, n).tolist()},
+                  predictions=predictions, ids=[f"k{i}" for i in range(n)])
+    prepared = monitor.prepare(batch)
+    assert prepared.classes == Counter(predictions)
+    assert monitor.outcomes.class_index.frozen and prepared.pred_class is not None
+    np.testing.assert_array_equal(prepared.pred_class, monitor.outcomes.class_index.indices(predictions))
+    predictions[0] = None  # a record without a prediction: the general path, same answers
+    prepared = monitor.prepare(Batch(model="shop", version="v1", size=n, features={}, predictions=predictions))
+    expected = Counter(predictions)
+    del expected[None]
+    assert prepared.classes == expected and prepared.pred_class is None
+
+
+def test_a_class_beyond_the_prediction_profiles_top_k_keeps_its_own_index() -> None:
+    """With more classes than the profile keeps by name, a known class falls into the profile's
+    __other__ bin; its outcome index must still be its own, not the overflow slot."""
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"age": rng.normal(40, 9, 3000),
+                          "prediction": rng.choice(["a", "b", "c"], 3000, p=[0.6, 0.3, 0.1])})
+    baseline = build_baseline(frame, "shop", prediction="prediction", top_k=2)
+    monitor = ModelMonitor(shop_model(), baseline)
+    assert "c" not in baseline.prediction.categories and "c" in monitor.outcomes.classes
+    predictions = rng.choice(["a", "b", "c", "zz"], 100).tolist()
+    prepared = monitor.prepare(Batch(model="shop", version="v1", size=100, features={}, predictions=predictions))
+    np.testing.assert_array_equal(prepared.pred_class, monitor.outcomes.class_index.indices(predictions))
