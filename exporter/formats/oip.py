@@ -21,8 +21,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from exporter.batch import PayloadError
 from exporter.formats._common import (
@@ -50,9 +49,9 @@ _CLASSIFICATION = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s
 """Triton classification extension entry: ``<value>:<index>[:<label>]``."""
 
 
-@dataclass(frozen=True)
-class Tensor:
-    """One validated input or output tensor, with its data flattened row-major."""
+class Tensor(NamedTuple):
+    """One validated input or output tensor, with its data flattened row-major (a named tuple:
+    a request builds one per input, and a tuple is built in half the time of a frozen dataclass)."""
 
     name: str
     shape: tuple[int, ...]
