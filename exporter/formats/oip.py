@@ -67,6 +67,8 @@ class Tensor(NamedTuple):
         """Per-record values: scalars when a record holds one element, else nested lists."""
         if not self.shape:
             return [self.data[0]]
+        if len(self.shape) == 1:  # [n]: one value per record
+            return list(self.data)
         n, rest = self.shape[0], self.shape[1:]
         size = rest[0] if len(rest) == 1 else math.prod(rest)
         if size == 1:
