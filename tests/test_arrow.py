@@ -170,3 +170,47 @@ def test_the_readme_recipe_from_a_pandas_frame(live_server: Any) -> None:
     assert r.status_code == 200, r.text
     assert r.json()["accepted"] == 200 and sum(r.json()["data_quality"].values()) == 0
     assert metric(live_server, "mlmon_predictions_total", model="shop", version="pandas") == 200
+
+
+_FUZZ = """
+import json, random, sys
+sys.path.insert(0, "tests")
+from helpers import shop_model, training_frame
+from test_arrow import stream, struct
+from exporter.baseline import build_baseline
+from exporter.monitor import ModelMonitor
+from exporter.offload import prepare_body
+monitor = ModelMonitor(shop_model(), build_baseline(training_frame(2000), "shop", prediction="prediction"))
+rng = random.Random(int(sys.argv[1]))
+bodies = []
+for n in (1, 9, 120):
+    frame = training_frame(n, seed=n)
+    features = struct({name: frame[name].tolist() for name in ("age", "income", "visits", "plan", "country")})
+    bodies.append(stream({"ids": [f"f{i}" for i in range(n)], "features": features,
+                          "predictions": frame["prediction"].tolist(), "latency_seconds": [0.01] * n}))
+kinds = set()
+for _ in range(int(sys.argv[2])):
+    b = bytearray(rng.choice(bodies))
+    if rng.random() < 0.7:
+        for _ in range(rng.randint(1, 16)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+    else:
+        del b[rng.randrange(len(b)):]
+    kinds.add(prepare_body(bytes(b), None, 1 << 24, {"shop": monitor}, "application/vnd.apache.arrow.stream")[0])
+print(json.dumps(sorted(kinds)))
+"""
+
+
+def test_corrupted_streams_are_refused_not_crashed_on() -> None:
+    """pyarrow trusts a stream's offsets unless told to validate them: without ``validate(full=True)``
+    a few flipped bytes made the reading segfault (the whole sidecar). Run in a child process, so a
+    crash fails this test instead of ending the run."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", _FUZZ, "7", "1500"], cwd=root, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, (result.returncode, result.stderr[-2000:])
+    assert set(json.loads(result.stdout)) <= {"ok", "payload", "unknown_model"}

@@ -79,8 +79,19 @@ def load_arrow(body: bytes, numeric_features: Callable[[str], Collection[str]],
         raise PayloadError("Content-Type", f"{MEDIA_TYPE} needs pyarrow on the sidecar (pip install mlmon[arrow])")
     try:
         table = pa.ipc.open_stream(pa.py_buffer(body)).read_all()
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, ValueError) as exc:
+        table.validate(full=True)  # offsets and lengths of a hostile stream, before any buffer is read
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise PayloadError("$", f"not a valid Arrow IPC stream ({exc})") from None
+    try:
+        return _columns(table, numeric_features, categorical_features)
+    except (pa.ArrowException, TypeError, ValueError) as exc:  # a column type this reading does not handle
+        if isinstance(exc, PayloadError):
+            raise
+        raise PayloadError("$", f"cannot read the Arrow stream's columns ({exc})") from None
+
+
+def _columns(table: Any, numeric_features: Callable[[str], Collection[str]],
+             categorical_features: Callable[[str], Collection[str]]) -> dict[str, Any]:
     meta = {key.decode("utf-8", "replace"): value.decode("utf-8", "replace")
             for key, value in (table.schema.metadata or {}).items()}
     if "model" not in meta:

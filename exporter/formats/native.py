@@ -209,8 +209,12 @@ def _column(data: dict[str, Any], key: str, n: int | None) -> list[Any] | None:
     if not isinstance(value, list):
         raise PayloadError(key, "must be a list with one entry per record")
     if n is not None and len(value) != n:
-        raise PayloadError(key, f"has {len(value)} entries but the batch has {n} records")
+        raise _length_error(key, len(value), n)
     return value
+
+
+def _length_error(key: str, got: int, n: int) -> PayloadError:
+    return PayloadError(key, f"has {got} entries but the batch has {n} records")
 
 
 def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
@@ -232,8 +236,10 @@ def parse_columns(data: dict[str, Any], model: str, version: str) -> Batch:
         n = len(ids if ids is not None else preds or [])
         _column(data, "predictions", n)
     latency = data.get("latency_seconds")
-    if not isinstance(latency, np.ndarray) or len(latency) != n:  # an array: read by fastjson, as numbers
+    if not isinstance(latency, np.ndarray):  # an array: read by fastjson, as numbers
         latency = _column(data, "latency_seconds", n)
+    elif n is not None and len(latency) != n:
+        raise _length_error("latency_seconds", len(latency), n)
     columns = {"ids": ids, "predictions": preds, "latency_seconds": latency, "errors": _column(data, "errors", n)}
     raw_groups = data.get("groups") or {}
     if not isinstance(raw_groups, dict):
