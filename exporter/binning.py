@@ -2,8 +2,8 @@
 
 A numeric feature has about a hundred quantile edges and every live value is binned against
 them. numpy's binary search takes a data-dependent branch at each of its ~7 levels; on live
-data about half of them mispredict, so binning 1,000 values cost 60 µs here against 19 µs
-when the same values were repeated (the branch predictor had learnt them). A uniform grid over
+data about half of them mispredict, so binning 1,000 fresh values costs about 4× as much as
+repeating the same 1,000 (the branch predictor learns those; bench/binning.py). A uniform grid over
 the edges' range maps a value to the one or two edges it can lie between with a multiply and a
 table look-up, then compares with those edges: a handful of vector operations, no branch that
 depends on the data, and the same integers as ``searchsorted``.
@@ -20,6 +20,11 @@ MAX_SPAN = 2
 the binary search, e.g. a heavy tail that leaves most edges in a few cells."""
 
 
+def column_vector(values: list[float]) -> np.ndarray:
+    """Per-row parameters as a ``rows × 1`` array, to broadcast against a ``rows × n`` block."""
+    return np.array(values, dtype=np.float64).reshape(-1, 1)
+
+
 class EdgeLookup:
     """Bin indices of finite values against sorted ``edges``, as ``np.searchsorted(edges, x, "left")``.
 
@@ -27,11 +32,12 @@ class EdgeLookup:
     and maps the result back, so a value still lands in the first of equal bins.
     """
 
-    __slots__ = ("_base", "_hi", "_lo", "_offset", "_padded", "_scale", "_span", "_to_bin", "distinct", "edges")
+    __slots__ = ("_base", "_block", "_hi", "_lo", "_offset", "_scale", "_span", "_to_bin", "distinct", "edges")
 
     def __init__(self, edges: np.ndarray) -> None:
         self.edges = np.ascontiguousarray(edges, dtype=np.float64)
         self._base: np.ndarray | None = None
+        self._block: BlockLookup | None = None
         self.distinct = distinct = np.unique(self.edges)
         if distinct.size < 2 or not np.isfinite(distinct).all():
             return
@@ -50,10 +56,9 @@ class EdgeLookup:
         self._lo, self._hi, self._scale, self._span = lo, hi, base.size / (hi - lo), span
         self._offset = lo * self._scale
         self._base = np.append(base, base[-1])  # hi itself may round to the cell past the last
-        self._padded = np.concatenate((distinct, np.full(span, np.inf)))
         # k distinct edges below x means as many edges below x as come before the k-th distinct one
         self._to_bin = np.append(np.searchsorted(self.edges, distinct, side="left"), self.edges.size)
-
+        self._block = BlockLookup([self], [0])  # the look-up itself: a block of one row
     @staticmethod
     def _grid(distinct: np.ndarray, lo: float, hi: float, cells: int, span: int) -> tuple[np.ndarray, int] | None:
         """Per cell, the fewest distinct edges below any value the cell can receive; None if some
@@ -76,18 +81,9 @@ class EdgeLookup:
 
     def __call__(self, values: np.ndarray) -> np.ndarray:
         x = np.asarray(values, dtype=np.float64)
-        if self._base is None or x.size < 16 or not np.isfinite(x.sum()):
+        if self._block is None or x.size < 16 or not np.isfinite(x.sum()):
             return np.searchsorted(self.edges, x, side="left")
-        t = np.maximum(x, self._lo)  # clipping the values first keeps x * scale finite
-        np.minimum(t, self._hi, out=t)
-        t *= self._scale
-        t -= self._offset
-        base = self._base.take(t.astype(np.intp))
-        k = base + (self._padded.take(base) < x)
-        for _ in range(1, self._span):
-            base += 1
-            k += self._padded.take(base) < x
-        return k if self.distinct.size == self.edges.size else self._to_bin.take(k)
+        return self._block(x.reshape(1, -1)).reshape(x.shape)
 
 
 class BlockLookup:
@@ -115,16 +111,12 @@ class BlockLookup:
             bins.append(offset + np.concatenate((lookup._to_bin, np.full(span - 1, lookup._to_bin[-1]))))
             position += size + span
 
-        def column(values: list[float]) -> np.ndarray:
-            return np.array(values, dtype=np.float64).reshape(-1, 1)
-
-        self.rows = len(lookups)
         self._span = span
-        self.low = column([lookup._lo for lookup in lookups])
+        self.low = column_vector([lookup._lo for lookup in lookups])
         """Each row's lowest edge, a column vector."""
-        self._hi = column([lookup._hi for lookup in lookups])
-        self._scale = column([lookup._scale for lookup in lookups])
-        self._offset = column([lookup._offset for lookup in lookups])
+        self._hi = column_vector([lookup._hi for lookup in lookups])
+        self._scale = column_vector([lookup._scale for lookup in lookups])
+        self._offset = column_vector([lookup._offset for lookup in lookups])
         self._cell = np.array(cells, dtype=np.intp).reshape(-1, 1)
         self._table = np.concatenate(tables) if tables else np.zeros(0, np.intp)
         self._edges = np.concatenate(edges) if edges else np.zeros(0)
@@ -132,7 +124,7 @@ class BlockLookup:
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         """Bins (offset) of a finite ``rows × n`` block, as each row's lookup would give plus its offset."""
-        t = np.maximum(block, self.low)
+        t = np.maximum(block, self.low)  # clipping the values first keeps x * scale finite
         np.minimum(t, self._hi, out=t)
         t *= self._scale
         t -= self._offset

@@ -62,12 +62,10 @@ def prepare_body(raw: bytes, content_encoding: str | None, max_body: int,
     monitors = _monitors if monitors is None else monitors
 
     def numeric(model: str) -> frozenset[str]:
-        monitor = monitors.get(model)
-        return frozenset() if monitor is None else monitor.numeric_features
+        return monitors[model].numeric_features if model in monitors else frozenset()
 
     def categorical(model: str) -> frozenset[str]:
-        monitor = monitors.get(model)
-        return frozenset() if monitor is None else monitor.categorical_features
+        return monitors[model].categorical_features if model in monitors else frozenset()
 
     try:
         body = decompress_body(raw, content_encoding, max_body)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from exporter.batch import Coded, all_strings
-from exporter.binning import BlockLookup
+from exporter.binning import BlockLookup, column_vector
 from exporter.profile import CategoricalProfile, NumericProfile, category_key
 
 
@@ -98,11 +98,8 @@ class NumericBlock:
 
     @classmethod
     def of(cls, profiles: Sequence[NumericProfile], offsets: Sequence[int]) -> NumericBlock:
-        def column(values: list[float]) -> np.ndarray:
-            return np.array(values, dtype=np.float64).reshape(-1, 1)
-
         return cls(BlockLookup([p.edge_lookup for p in profiles], list(offsets)),
-                   column([p.min for p in profiles]), column([p.max for p in profiles]))
+                   column_vector([p.min for p in profiles]), column_vector([p.max for p in profiles]))
 
 
 def encode_numeric_block(block: NumericBlock, columns: Sequence[Any], n: int) -> tuple[np.ndarray, np.ndarray]:
